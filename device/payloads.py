@@ -1,0 +1,86 @@
+"""Every message the device publishes, as pydantic models with no extra fields.
+
+The engagement payload is the contract ``roompulse.engagement/1`` of DESIGN.md: no other
+fields, no arrays, no per-face values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from device.aggregator import WindowSummary
+
+ENGAGEMENT_SCHEMA = "roompulse.engagement/1"
+STATUS_SCHEMA = "roompulse.status/1"
+
+
+def utc_iso(moment: datetime) -> str:
+    """UTC ISO-8601 with a ``Z`` suffix and whole seconds, e.g. ``2026-11-29T10:00:00Z``."""
+    return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Engagement(BaseModel):
+    """One window's aggregate (``<prefix>/engagement``, QoS 1, not retained)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["roompulse.engagement/1"] = Field(
+        ENGAGEMENT_SCHEMA, alias="schema", description="payload schema name and version")
+    device_id: str = Field(description="the unit that measured the window")
+    seq: int = Field(ge=0, description="window number; increases by one per window and survives restarts")
+    window_start: str = Field(description="window start, UTC ISO-8601")
+    window_end: str = Field(description="window end, UTC ISO-8601")
+    frames_analyzed: int = Field(ge=0, description="frames analysed in the window")
+    faces_present: int = Field(ge=0, description="median number of faces detected per analysed frame")
+    faces_present_max: int = Field(ge=0, description="most faces detected in any analysed frame of the window")
+    engagement_score: float | None = Field(
+        ge=0, le=1,
+        description="share of face detections oriented toward the front; null when suppressed")
+    suppressed: bool = Field(description="true when faces_present is below min_group_size and the score is withheld")
+
+    @model_validator(mode="after")
+    def _suppression(self):
+        if self.suppressed != (self.engagement_score is None):
+            raise ValueError("engagement_score must be null exactly when suppressed is true")
+        return self
+
+    def to_json(self) -> str:
+        """The wire form: compact JSON with ``schema`` first."""
+        return self.model_dump_json(by_alias=True)
+
+
+def engagement(device_id: str, seq: int, summary: WindowSummary, start: datetime, end: datetime) -> Engagement:
+    """Build the payload of one window; ``start``/``end`` are its wall-clock bounds."""
+    return Engagement(
+        device_id=device_id,
+        seq=seq,
+        window_start=utc_iso(start),
+        window_end=utc_iso(end),
+        frames_analyzed=summary.frames_analyzed,
+        faces_present=summary.faces_present,
+        faces_present_max=summary.faces_present_max,
+        engagement_score=summary.engagement_score,
+        suppressed=summary.suppressed,
+    )
+
+
+class Status(BaseModel):
+    """Device health (``<prefix>/status``, QoS 1, retained)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["roompulse.status/1"] = Field(STATUS_SCHEMA, alias="schema", description="payload schema")
+    state: Literal["starting", "running", "paused", "camera_stalled", "finished", "stopped"] = Field(
+        description="what the service is doing")
+    accelerator: Literal["cpu", "edgetpu"] = Field(description="where inference runs")
+    fps: float = Field(ge=0, description="frames analysed per second over the last window")
+    inference_ms: float = Field(ge=0, description="mean detector time per analysed frame, milliseconds")
+    queue_depth: int = Field(ge=0, description="payloads waiting for the broker's acknowledgement")
+    version: str = Field(description="RoomPulse version")
+    timestamp: str = Field(description="when the status was made, UTC ISO-8601")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)

@@ -1,0 +1,128 @@
+"""The TFLite interpreter: which runtime package, threads, quantized tensors.
+
+LiteRT (``ai-edge-litert``) comes first: it is the maintained successor of TFLite,
+ships wheels for Python 3.11-3.13 on x86-64 and aarch64 and works with numpy 2.
+``tflite-runtime`` stops at 2.14 (Python <= 3.11, built against numpy 1) and is only
+a fallback for old Raspberry Pi OS images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class RuntimeUnavailable(RuntimeError):
+    """Neither ``ai-edge-litert`` nor ``tflite-runtime`` can be imported."""
+
+
+def interpreter_class() -> tuple[type, str]:
+    """The Interpreter class and the name of the package it came from.
+
+    Raises:
+        RuntimeUnavailable: naming both packages and how to install them.
+    """
+    errors = []
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError as exc:
+        errors.append(f"ai_edge_litert: {exc}")
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    except ImportError as exc:
+        errors.append(f"tflite_runtime: {exc}")
+    raise RuntimeUnavailable(
+        "no TFLite runtime: install 'ai-edge-litert' (pip install ai-edge-litert) or, on "
+        "Python <= 3.11 with numpy < 2, 'tflite-runtime' (" + "; ".join(errors) + ")"
+    )
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
+    """Real values to an int8/uint8 tensor: ``round(v / scale) + zero_point``, saturated.
+
+    Args:
+        values: float array, any shape.
+        scale, zero_point: the tensor's per-tensor quantization parameters.
+        dtype: ``np.int8`` or ``np.uint8``.
+    """
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(values, np.float32) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """An int8/uint8 tensor to float32 real values: ``(q - zero_point) * scale``."""
+    return ((np.asarray(values).astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class TFLiteModel:
+    """One loaded ``.tflite`` model with one float-valued input and float-valued outputs.
+
+    Quantized (int8/uint8, per-tensor) inputs and outputs are converted at the boundary,
+    so callers always pass and receive real (float32) values.
+
+    Args:
+        path: the ``.tflite`` file.
+        num_threads: CPU threads for the interpreter (XNNPACK).
+        delegates: loaded delegates (e.g. the Edge TPU), or None for the CPU.
+
+    Raises:
+        RuntimeUnavailable: no runtime package.
+        ValueError: the file is not a model the runtime can load.
+    """
+
+    def __init__(self, path: Path, num_threads: int = 2, delegates: list | None = None):
+        cls, self.runtime = interpreter_class()
+        try:
+            self._interp = cls(
+                model_path=str(path),
+                num_threads=num_threads,
+                experimental_delegates=delegates or None,
+            )
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"cannot load model {path}: {exc}") from exc
+        self._input = self._interp.get_input_details()[0]
+        self._outputs = self._interp.get_output_details()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Input tensor shape, e.g. (1, 192, 192, 3)."""
+        return tuple(int(v) for v in self._input["shape"])
+
+    @property
+    def input_dtype(self) -> Any:
+        return self._input["dtype"]
+
+    def invoke(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """Run one inference.
+
+        Args:
+            tensor: float32 real values of shape :attr:`input_shape`.
+
+        Returns:
+            Each output tensor as float32 real values, in the model's output order.
+        """
+        detail = self._input
+        if detail["dtype"] in (np.int8, np.uint8):
+            scale, zero = detail["quantization"]
+            tensor = quantize(tensor, scale, zero, detail["dtype"])
+        self._interp.set_tensor(detail["index"], tensor.astype(detail["dtype"], copy=False))
+        self._interp.invoke()
+        return [self._read(out) for out in self._outputs]
+
+    def _read(self, detail: dict) -> np.ndarray:
+        value = self._interp.get_tensor(detail["index"])
+        if detail["dtype"] in (np.int8, np.uint8):
+            scale, zero = detail["quantization"]
+            return dequantize(value, scale, zero)
+        return value.astype(np.float32, copy=False)

@@ -1,0 +1,100 @@
+"""Values that cross a stage boundary.
+
+frame source -> :class:`Frame` -> detector -> :class:`Detection` ->
+head orientation -> :class:`Face` -> window aggregator -> engagement payload
+(:mod:`device.payloads`) -> publisher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# BlazeFace keypoint order (MediaPipe face_detection.py, FaceKeyPoint enum).
+RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH_CENTER, RIGHT_EAR_TRAGION, LEFT_EAR_TRAGION = range(6)
+NUM_KEYPOINTS = 6
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One RGB picture from a source.
+
+    Attributes:
+        rgb: uint8 array of shape (H, W, 3), RGB channel order (converted once at the source).
+        timestamp: seconds on the source's clock: the monotonic clock for live
+            sources, the presentation time for files. Only differences are meaningful.
+        index: 0-based frame number as decoded from the source.
+    """
+
+    rgb: np.ndarray
+    timestamp: float
+    index: int = 0
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One face found by the detector, in pixels of the original frame.
+
+    Attributes:
+        box: float32 (4,) ``[x_min, y_min, x_max, y_max]`` in pixels.
+        score: detection confidence in [0, 1] (sigmoid of the model's logit).
+        keypoints: float32 (6, 2) ``(x, y)`` in pixels, order as ``RIGHT_EYE`` ... ``LEFT_EAR_TRAGION``
+            (the person's right eye appears on the image's left for a frontal face).
+    """
+
+    box: np.ndarray
+    score: float
+    keypoints: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Head orientation estimated from the six keypoints.
+
+    Attributes:
+        yaw_deg: degrees; > 0 when the face is turned toward the image's left side
+            (the person's own right).
+        pitch_deg: degrees; > 0 when the chin is raised.
+        roll_deg: degrees; in-plane tilt of the eye line, > 0 clockwise in the image.
+    """
+
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """A detection with its head pose and the facing-front decision."""
+
+    detection: Detection
+    pose: HeadPose
+    facing_front: bool
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the pipeline keeps of one analysed frame: no pixels, no per-face data.
+
+    Attributes:
+        timestamp: the frame's timestamp in seconds (see :class:`Frame`).
+        faces: number of faces detected.
+        facing_front: how many of them face the front.
+    """
+
+    timestamp: float
+    faces: int
+    facing_front: int

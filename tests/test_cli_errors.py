@@ -1,0 +1,109 @@
+"""Bad input: invalid env variables (exit 78), broken models, missing and non-media files."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import CLASSROOM, ROOT, clean_env, roompulse
+from device.config import Settings
+
+BAD_VALUES = {
+    "ROOMPULSE_WINDOW_S": "sixty",
+    "ROOMPULSE_MIN_GROUP_SIZE": "0",
+    "ROOMPULSE_FPS": "-2",
+    "ROOMPULSE_YAW_LIMIT_DEG": "120",
+    "ROOMPULSE_PITCH_LIMIT_DEG": "abc",
+    "ROOMPULSE_ACCELERATOR": "gpu",
+    "ROOMPULSE_MQTT_PORT": "70000",
+    "ROOMPULSE_DEVICE_ID": "room 101/a",
+    "ROOMPULSE_HA_DISCOVERY": "maybe",
+    "ROOMPULSE_THREADS": "0",
+    "ROOMPULSE_LOG_LEVEL": "LOUD",
+}
+
+
+@pytest.mark.parametrize("name,value", sorted(BAD_VALUES.items()))
+def test_each_invalid_variable_exits_78_and_is_named(name, value):
+    result = roompulse("check-config", env=clean_env(**{name: value}))
+    assert result.returncode == 78, result.stderr
+    assert name in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_all_bad_variables_are_named_in_one_message(tmp_path):
+    env_file = tmp_path / "roompulse.env"
+    env_file.write_text("ROOMPULSE_FPS=0\nROOMPULSE_WINDOW_S=-1\n")
+    result = roompulse("--env-file", str(env_file), "check-config", env=clean_env(ROOMPULSE_ACCELERATOR="tpu"))
+    assert result.returncode == 78
+    for name in ("ROOMPULSE_FPS", "ROOMPULSE_WINDOW_S", "ROOMPULSE_ACCELERATOR"):
+        assert name in result.stderr
+
+
+def test_check_config_masks_the_password_and_reads_the_env_file(tmp_path):
+    env_file = tmp_path / "roompulse.env"
+    env_file.write_text("ROOMPULSE_MQTT_PASSWORD=hunter2-secret\nROOMPULSE_DEVICE_ID=room-101\n")
+    result = roompulse("--env-file", str(env_file), "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "ROOMPULSE_DEVICE_ID=room-101" in result.stdout
+    assert "ROOMPULSE_MQTT_PASSWORD=***" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_missing_env_file_is_a_config_error(tmp_path):
+    result = roompulse("--env-file", str(tmp_path / "nope.env"), "check-config")
+    assert result.returncode == 78 and "nope.env" in result.stderr
+
+
+def test_example_env_file_documents_every_variable():
+    text = (ROOT / "systemd" / "roompulse.env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"ROOMPULSE_{name.upper()}=" in text, name
+
+
+def _broken_models(tmp_path: Path, damage) -> Path:
+    """A copy of the package whose models/ directory has one damaged model."""
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT / "device", copy / "device")
+    shutil.copytree(ROOT / "models", copy / "models")
+    damage(copy / "models" / "face_detection_full_range_sparse.tflite")
+    return copy
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda p: p.unlink(), "is missing"),
+    (lambda p: p.write_bytes(p.read_bytes()[:1000]), "truncated"),
+    (lambda p: p.write_bytes(b"\0" * p.stat().st_size), "sha256"),
+])
+def test_missing_truncated_or_altered_model_stops_with_one_line(tmp_path, damage, expected):
+    copy = _broken_models(tmp_path, damage)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "device", "analyze", str(CLASSROOM)], cwd=copy,
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert expected in result.stderr and "face_detection_full_range_sparse.tflite" in result.stderr
+    assert "make models-fetch" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_path_and_non_media_file_each_give_one_line(tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("this is not a picture\n" * 20)
+    result = roompulse("analyze", str(tmp_path / "missing.jpg"), str(text_file), str(tmp_path))
+    assert result.returncode == 1
+    lines = [l for l in result.stderr.splitlines() if l.startswith("roompulse analyze:")]
+    assert len(lines) == 3, result.stderr
+    assert "missing.jpg: no such file" in lines[0]
+    assert "notes.txt: not an image or video file" in lines[1]
+    assert "not a file" in lines[2]
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_missing_source_file_is_one_line(tmp_path):
+    result = roompulse("run", "--source", str(tmp_path / "gone.mp4"),
+                       env=clean_env(ROOMPULSE_STATE_DIR=str(tmp_path / "state")))
+    assert result.returncode == 1
+    assert "gone.mp4: no such file" in result.stderr and "Traceback" not in result.stderr
