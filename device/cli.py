@@ -14,9 +14,11 @@ from pathlib import Path
 
 from device import __version__
 from device.config import EX_CONFIG, ConfigError, Settings, load_settings
+from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
-from device.source import SourceError, read_file
+from device.sources import SourceError
+from device.sources.files import read_file
 from device.state import StateError
 
 log = logging.getLogger("roompulse")
@@ -96,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     try:
         if args.command == "analyze":
             return cmd_analyze(settings, args.paths)

@@ -81,6 +81,8 @@ class Status(BaseModel):
     queue_depth: int = Field(ge=0, description="payloads waiting for the broker's acknowledgement")
     version: str = Field(description="RoomPulse version")
     timestamp: str = Field(description="when the status was made, UTC ISO-8601")
+    clock_synced: bool | None = Field(
+        None, description="wall clock synchronised by NTP since boot (systemd-timesyncd); null when unknown")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
