@@ -128,6 +128,7 @@ class _Worker:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     busy_since: float | None = None
+    repeats: int = 0
     ended: bool = False
     error: SourceError | None = None
     crashed: BaseException | None = None
@@ -167,7 +168,7 @@ class Capture:
         self.handoff = Handoff(drop=supervised)
         self.opens = 0
         self.stalls = 0
-        self.repeats = 0
+        self.repeats = 0  # repeated pictures dropped, all sources together
         self.crashed: BaseException | None = None
         self.last_fresh = mono()
         self._attempt = 0
@@ -211,6 +212,7 @@ class Capture:
             digest = fingerprint(frame.rgb)
             if digest == self._last_print:
                 self.repeats += 1
+                worker.repeats += 1
                 return
             self._last_print = digest
             self.last_fresh = self.mono()
@@ -275,7 +277,7 @@ class Capture:
                 reason = str(w.error) if w.error else "the source ended"
                 self._schedule(now, reason)
             elif quiet > self.stall_s:
-                what = "repeated the same picture" if self.repeats and self._last_print else "delivered no picture"
+                what = "repeated the same picture" if w.repeats else "delivered no new picture"
                 self._schedule(now, f"{w.source.name} {what} for {quiet:.1f} s")
                 self._retire(w)
         if self._reopen_at is not None and now >= self._reopen_at:
@@ -287,7 +289,6 @@ class Capture:
         delay = min(self.backoff_base_s * 2 ** self._attempt, self.backoff_max_s)
         self._attempt += 1
         self.stalls += 1
-        self.repeats = 0
         log.warning("camera: %s; re-opening in %.0f s", reason, delay)
         self._reopen_at = now + delay
 
