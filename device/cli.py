@@ -1,7 +1,8 @@
 """The ``roompulse`` command: ``run``, ``analyze``, ``check-config``.
 
 Exit codes: 0 success; 1 a runtime failure (model, source, state) with a one-line
-message; 2 bad command-line usage; 78 invalid configuration (EX_CONFIG).
+message; 2 bad command-line usage; 78 invalid configuration (EX_CONFIG), including a
+source that cannot work on this system (picamera2 selected but not installed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from device.config import EX_CONFIG, ConfigError, Settings, load_settings
 from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
-from device.sources import SourceError
+from device.sources import SourceError, SourceUnavailable, preflight
 from device.sources.files import read_file
 from device.state import StateError
 
@@ -74,6 +75,7 @@ def cmd_run(settings: Settings) -> int:
     from device.service import Service
     from device.state import StateStore
 
+    preflight(settings.source)
     state = StateStore(settings.state_dir)
     analyzer = build_analyzer(settings)
     service = Service(settings, analyzer, Publisher(settings), state)
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return cmd_check_config(settings)
         return cmd_run(settings)
+    except SourceUnavailable as exc:
+        print(f"roompulse: {exc}", file=sys.stderr)
+        return EX_CONFIG
     except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return 1

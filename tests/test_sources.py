@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import CLASSROOM
+from conftest import CLASSROOM, clean_env, roompulse
 from device.sources import SourceError, describe, make_source
 from device.sources.av_live import AvLiveSource
 from device.sources.files import FileSource
@@ -63,3 +63,15 @@ def test_picamera2_missing_says_how_to_install():
             Picamera2Source().open()
     else:
         pytest.skip("picamera2 is installed here")
+
+
+def test_run_with_picamera2_missing_exits_78_with_the_install_hint(tmp_path):
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("picamera2 is installed here")
+    result = roompulse("run", env=clean_env(ROOMPULSE_SOURCE="picamera2", ROOMPULSE_STATE_DIR=str(tmp_path)))
+    assert result.returncode == 78
+    assert "picamera2 module is not installed" in result.stderr and "python3-picamera2" in result.stderr

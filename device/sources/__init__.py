@@ -24,6 +24,23 @@ class SourceError(RuntimeError):
     """A source cannot be opened or read; the message names it and why."""
 
 
+class SourceUnavailable(SourceError):
+    """The configured kind of source cannot work on this system (a missing module): retrying
+    will not help, so ``roompulse run`` exits 78 (EX_CONFIG) and systemd does not restart it."""
+
+
+def preflight(spec: str) -> None:
+    """Fail at start-up, not in the capture loop, when ``spec`` cannot work here.
+
+    Raises:
+        SourceUnavailable: ``picamera2`` selected but not installed.
+    """
+    if describe(spec) == "picamera2":
+        from device.sources.picamera import require_picamera2
+
+        require_picamera2()
+
+
 class FrameSource(ABC):
     """One camera, stream or file, yielding RGB frames.
 
@@ -100,4 +117,4 @@ def make_source(spec: str, *, loop: bool = False, size: tuple[int, int] = (1280,
     return AvLiveSource(spec, timeout_s=timeout_s)
 
 
-__all__ = ["FrameSource", "SourceError", "describe", "make_source"]
+__all__ = ["FrameSource", "SourceError", "SourceUnavailable", "describe", "make_source", "preflight"]

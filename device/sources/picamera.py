@@ -6,11 +6,25 @@ import time
 
 import numpy as np
 
-from device.sources import FrameSource, SourceError
+from device.sources import FrameSource, SourceError, SourceUnavailable
 from device.types import Frame
 
 INSTALL_HINT = ("on Raspberry Pi OS run 'sudo apt install python3-picamera2' and create the venv with "
                 "--system-site-packages (scripts/install-pi.sh does both)")
+
+
+def require_picamera2():
+    """Import and return the ``Picamera2`` class.
+
+    Raises:
+        SourceUnavailable: picamera2 is not installed; the message says how to install it.
+    """
+    try:
+        from picamera2 import Picamera2
+    except ImportError:
+        raise SourceUnavailable(
+            f"ROOMPULSE_SOURCE=picamera2 but the picamera2 module is not installed: {INSTALL_HINT}") from None
+    return Picamera2
 
 
 class Picamera2Source(FrameSource):
@@ -32,13 +46,10 @@ class Picamera2Source(FrameSource):
         """Import picamera2, configure the RGB main stream and start the camera.
 
         Raises:
-            SourceError: picamera2 is not installed (with how to install it), no camera is
-                connected, or it is in use by another process.
+            SourceUnavailable: picamera2 is not installed (with how to install it).
+            SourceError: no camera is connected, or it is in use by another process.
         """
-        try:
-            from picamera2 import Picamera2
-        except ImportError:
-            raise SourceError(f"ROOMPULSE_SOURCE=picamera2 but the picamera2 module is not installed: {INSTALL_HINT}") from None
+        Picamera2 = require_picamera2()
         self.close()
         try:
             self._camera = Picamera2()
