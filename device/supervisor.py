@@ -111,6 +111,11 @@ class Handoff:
             self._cond.notify_all()
             return frame
 
+    @property
+    def empty(self) -> bool:
+        """No frame is waiting."""
+        return self._frame is None
+
     def clear(self) -> None:
         """Forget an unread frame (it came from a source being retired)."""
         with self._cond:
@@ -241,7 +246,7 @@ class Capture:
         if worker.thread is not None:
             worker.thread.join(grace_s)
         if worker.alive:
-            log.warning("capture thread %d is stuck in a %s call; leaving it behind", worker.number, worker.source.name)
+            log.warning("capture thread %d is stuck in a call to %s; leaving it behind", worker.number, worker.source.name)
             self._left_behind.append(worker)
 
     def next_frame(self, timeout: float) -> Frame | None:
@@ -253,7 +258,7 @@ class Capture:
         """An unsupervised file has been read to its end and its last frame taken."""
         w = self._worker
         return (not self.supervised and w is not None and w.ended and not w.alive
-                and self.handoff._frame is None)
+                and self.handoff.empty)
 
     def supervise(self, now: float) -> bool:
         """Check the worker, re-open when due; True while the camera counts as stalled.
