@@ -109,7 +109,7 @@ def test_stall_detected_within_configured_time():
             if capture.supervise(now):
                 break
             assert now - (last_new or now) < STALL_S + 0.5
-        assert STALL_S <= now - last_new < STALL_S + 0.3
+        assert STALL_S - 0.05 <= now - last_new < STALL_S + 0.3  # last_new: when the loop got it
         assert capture.stalls == 1 and capture.repeats > 0
     finally:
         capture.stop()
