@@ -300,7 +300,9 @@ class Publisher:
             self._send_retained(client)
             self._pump(client)
             if self._done():
-                if self._offline_mid is None:  # clean exit: say offline, wait for its PUBACK
+                if self._offline_mid is None:  # clean exit: final status, then offline; wait for its PUBACK
+                    self._refresh_status()
+                    self._send_retained(client)
                     info = client.publish(self.topic("availability"), OFFLINE.to_json(), qos=QOS, retain=True)
                     self._offline_mid, offline_by = info.mid, time.monotonic() + 2.0
                 elif self._offline_acked or time.monotonic() > offline_by:
