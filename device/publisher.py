@@ -110,7 +110,7 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # paho mid -> seq
         self._handed = -1  # highest seq handed to the current connection
         self._accepted: bool | None = None
-        self._taken_over = False
+        self._failure: str | None = None
         self._offline_mid: int | None = None
         self._offline_acked = False
         self._next_maintain = 0.0
@@ -243,23 +243,28 @@ class Publisher:
         s = self.settings
         delay = 1.0
         while not self._done():
-            client = None
+            client, failure = None, None
             try:
                 client = self._new_client()
                 client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True)
             except (OSError, ValueError) as exc:
-                log.error("MQTT connection to %s:%d failed: %s; retrying in %.0f s",
-                          s.mqtt_host, s.port, describe_failure(exc), delay)
+                failure = describe_failure(exc)
             else:
                 if self._session(client):
                     delay = 1.0
-                if self._done():
-                    break
-                log.warning("MQTT session with %s:%d ended; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
+                    if self._done():
+                        break
+                    log.warning("MQTT connection to %s:%d lost; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
+                else:
+                    failure = self._failure or "the connection closed before the broker accepted it"
             finally:
                 sock = client.socket() if client is not None else None
                 if sock is not None:
                     sock.close()
+            if failure:
+                if self._done():
+                    break
+                log.error("MQTT connection to %s:%d failed: %s; retrying in %.0f s", s.mqtt_host, s.port, failure, delay)
             self._sleep(delay)
             delay = min(delay * 2, s.mqtt_reconnect_max_s)
 
@@ -283,7 +288,7 @@ class Publisher:
 
     def _session(self, client: mqtt.Client) -> bool:
         """Run one connection until it drops or the close is done; True when the broker accepted it."""
-        self._inflight, self._handed, self._accepted, self._taken_over = {}, -1, None, False
+        self._inflight, self._handed, self._accepted, self._failure = {}, -1, None, None
         self._offline_mid, self._offline_acked = None, False
         connack_by = time.monotonic() + CONNACK_TIMEOUT_S
         offline_by = 0.0
@@ -293,7 +298,7 @@ class Publisher:
                 break
             if self._accepted is None:
                 if time.monotonic() > connack_by:
-                    log.error("MQTT broker did not answer the connection within %.0f s", CONNACK_TIMEOUT_S)
+                    self._failure = f"the broker did not answer within {CONNACK_TIMEOUT_S:.0f} s"
                     break
                 continue
             self._maintain()
@@ -349,7 +354,7 @@ class Publisher:
         s = self.settings
         if reason_code.is_failure:
             hint = " (check ROOMPULSE_MQTT_USERNAME and the password)" if reason_code.value in (134, 135) else ""
-            log.error("MQTT broker %s:%d refused the connection: %s%s", s.mqtt_host, s.port, reason_code, hint)
+            self._failure = f"the broker refused the connection: {reason_code}{hint}"
             self._accepted = False
             return
         self._accepted = True
@@ -366,7 +371,6 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
         if getattr(reason_code, "value", reason_code) == SESSION_TAKEN_OVER:
-            self._taken_over = True
             log.error("MQTT client id %r is in use by another connection (the broker handed it the session): "
                       "every unit needs its own ROOMPULSE_DEVICE_ID or ROOMPULSE_MQTT_CLIENT_ID",
                       self.settings.client_id)

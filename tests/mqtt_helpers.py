@@ -13,13 +13,23 @@ import paho.mqtt.client as mqtt
 
 
 class Recorder:
-    """Subscribes to ``topic`` on a broker and keeps ``(topic, payload, retained)`` tuples."""
+    """Subscribes to ``topic`` on a broker and keeps ``(topic, payload, retained)`` tuples.
 
-    def __init__(self, port: int, topic: str = "#", client_id: str = "test-recorder"):
+    Args:
+        persistent: a persistent session (clean_session=False, QoS 1): what the broker queued
+            while the recorder was away arrives after it reconnects (it reconnects by itself).
+        username, password: log in (brokers that refuse anonymous clients).
+    """
+
+    def __init__(self, port: int, topic: str = "#", client_id: str = "test-recorder", persistent: bool = False,
+                 username: str | None = None, password: str | None = None):
         self.messages: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -27,6 +37,10 @@ class Recorder:
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise RuntimeError("test subscriber could not subscribe")
+
+    def seqs(self, topic: str) -> list[int]:
+        """``seq`` of every engagement payload received on ``topic``, in arrival order."""
+        return [json.loads(p)["seq"] for p in self.on(topic)]
 
     def _on_message(self, client, userdata, msg):
         with self._lock:
@@ -49,31 +63,6 @@ class Recorder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-class PersistentRecorder(Recorder):
-    """A subscriber with a persistent session (clean_session=False, QoS 1) that reconnects by
-    itself: what the broker queued for it while it was away arrives after it reconnects."""
-
-    def __init__(self, port: int, topic: str, client_id: str, username: str | None = None,
-                 password: str | None = None):
-        self.messages = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        if username:
-            self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._subscribed.wait(10):
-            raise RuntimeError("test subscriber could not subscribe")
-
-    def seqs(self, topic: str) -> list[int]:
-        return [json.loads(p)["seq"] for p in self.on(topic)]
 
 
 def deliver(raw: list[int]) -> tuple[list[int], int]:

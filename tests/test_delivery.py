@@ -14,7 +14,7 @@ import time
 
 from conftest import CLASSROOM, ROOT, Broker, fast_env
 from device.outbox import Outbox
-from mqtt_helpers import PersistentRecorder, Recorder, ServiceProcess, deliver
+from mqtt_helpers import Recorder, ServiceProcess, deliver
 
 PREFIX = "roompulse/test-room"
 ENGAGEMENT = f"{PREFIX}/engagement"
@@ -32,8 +32,8 @@ def start_service(env) -> ServiceProcess:
 
 def test_broker_stopped_mid_run_subscriber_gets_every_seq_in_order(tmp_path):
     broker = Broker(tmp_path, persistent=True).start()
-    sub = PersistentRecorder(broker.port, ENGAGEMENT, client_id="dashboard")
-    status = PersistentRecorder(broker.port, f"{PREFIX}/status", client_id="status-watch")
+    sub = Recorder(broker.port, ENGAGEMENT, client_id="dashboard", persistent=True)
+    status = Recorder(broker.port, f"{PREFIX}/status", client_id="status-watch", persistent=True)
     svc = start_service(fast_env(broker.port, tmp_path / "state"))
     try:
         sub.wait_for(ENGAGEMENT, lambda p: len(p) >= 5, timeout=60)
@@ -82,7 +82,7 @@ def test_sigkill_with_queued_windows_then_restart_delivers_them_all(tmp_path):
         second.stop()
         printed = killed + second.seqs()
         rec.wait_for(ENGAGEMENT, lambda p: len(p) >= len(printed), timeout=10)
-        delivered, redeliveries = deliver([json.loads(p)["seq"] for p in rec.on(ENGAGEMENT)])
+        delivered, redeliveries = deliver(rec.seqs(ENGAGEMENT))
     finally:
         rec.close()
         broker.stop()
@@ -95,7 +95,7 @@ def test_sigkill_with_queued_windows_then_restart_delivers_them_all(tmp_path):
 
 def test_started_with_broker_down_analyses_queues_and_delivers_everything(tmp_path):
     broker = Broker(tmp_path, persistent=True).start()
-    sub = PersistentRecorder(broker.port, ENGAGEMENT, client_id="dashboard")
+    sub = Recorder(broker.port, ENGAGEMENT, client_id="dashboard", persistent=True)
     broker.stop()
     state = tmp_path / "state"
     svc = start_service(fast_env(broker.port, state))
