@@ -53,6 +53,10 @@ WINDOW = 16  # engagement messages in flight at once (paho's own default limit i
 LOOP_S = 0.05  # network loop tick: the longest a new window waits before it is handed to paho
 CONNACK_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason 0x8E: another client connected with our client id
+# mosquitto 2.0 drops the older of two clients with the same id without that DISCONNECT: it
+# shows as connections accepted and lost again within seconds, over and over.
+SHORT_SESSION_S = 10.0
+SHORT_SESSIONS_SUSPECT = 3
 MAINTAIN_EVERY_S = 1.0
 
 
@@ -111,6 +115,7 @@ class Publisher:
         self._handed = -1  # highest seq handed to the current connection
         self._accepted: bool | None = None
         self._failure: str | None = None
+        self._short_sessions = 0
         self._offline_mid: int | None = None
         self._offline_acked = False
         self._next_maintain = 0.0
@@ -250,7 +255,9 @@ class Publisher:
             except (OSError, ValueError) as exc:
                 failure = describe_failure(exc)
             else:
+                began = time.monotonic()
                 if self._session(client):
+                    self._note_session(time.monotonic() - began)
                     delay = 1.0
                     if self._done():
                         break
@@ -267,6 +274,19 @@ class Publisher:
                 log.error("MQTT connection to %s:%d failed: %s; retrying in %.0f s", s.mqtt_host, s.port, failure, delay)
             self._sleep(delay)
             delay = min(delay * 2, s.mqtt_reconnect_max_s)
+
+    def _client_id_clash(self) -> None:
+        log.error("MQTT client id %r seems to be in use by another connection (the broker keeps dropping this "
+                  "one for it): every unit needs its own ROOMPULSE_DEVICE_ID or ROOMPULSE_MQTT_CLIENT_ID",
+                  self.settings.client_id)
+
+    def _note_session(self, lasted_s: float) -> None:
+        """Count connections lost within seconds of being accepted; a run of them means a clash."""
+        if self._done():
+            return
+        self._short_sessions = self._short_sessions + 1 if lasted_s < SHORT_SESSION_S else 0
+        if self._short_sessions == SHORT_SESSIONS_SUSPECT:
+            self._client_id_clash()
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
@@ -371,9 +391,7 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
         if getattr(reason_code, "value", reason_code) == SESSION_TAKEN_OVER:
-            log.error("MQTT client id %r is in use by another connection (the broker handed it the session): "
-                      "every unit needs its own ROOMPULSE_DEVICE_ID or ROOMPULSE_MQTT_CLIENT_ID",
-                      self.settings.client_id)
+            self._client_id_clash()
         elif reason_code != 0 and self._accepted:
             log.warning("MQTT connection lost (%s)", reason_code)
 

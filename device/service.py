@@ -166,6 +166,8 @@ class Service:
         looped = not live and self.settings.source_loop
         self.publisher.start()
         self.publisher.publish_paused(self.paused.is_set())
+        if self.paused.is_set():
+            log.info("pause switch is ON (kept from an earlier run): the source stays closed")
         self._set_state("starting")
         ended = False
         while not ended and not self.stop_event.is_set():
