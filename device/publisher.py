@@ -55,8 +55,10 @@ CONNACK_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason 0x8E: another client connected with our client id
 # mosquitto 2.0 drops the older of two clients with the same id without that DISCONNECT: it
 # shows as connections accepted and lost again within seconds, over and over.
-SHORT_SESSION_S = 10.0
-SHORT_SESSIONS_SUSPECT = 3
+# A broker restart also ends sessions, but then the next attempt usually finds it down, which
+# resets the count.
+SHORT_SESSION_S = 5.0
+SHORT_SESSIONS_SUSPECT = 5
 MAINTAIN_EVERY_S = 1.0
 
 
@@ -254,6 +256,7 @@ class Publisher:
                 client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True)
             except (OSError, ValueError) as exc:
                 failure = describe_failure(exc)
+                self._short_sessions = 0
             else:
                 began = time.monotonic()
                 if self._session(client):
