@@ -200,11 +200,12 @@ class Publisher:
 
     # ---- internals ----
 
-    def _set_retained(self, topic: str, payload: str) -> None:
+    def _set_retained(self, topic: str, payload: str, force: bool = False) -> None:
+        """Keep ``payload`` as the latest value of ``topic``; send it if it changed (or ``force``)."""
         if not self.enabled:
             return
         with self._lock:
-            if self._retained.get(topic) != payload:
+            if force or self._retained.get(topic) != payload:
                 self._retained[topic] = payload
                 self._dirty.add(topic)
 
@@ -219,7 +220,7 @@ class Publisher:
             "outbox_depth": self.outbox.depth, "dropped": self.outbox.dropped,
             "last_publish": self._last_publish, "timestamp": utc_iso(datetime.now(timezone.utc)),
         })
-        self._set_retained(self.topic("status"), status.to_json())
+        self._set_retained(self.topic("status"), status.to_json(), force=True)
         self._next_status = time.monotonic() + self.settings.status_interval_s
 
     def _done(self) -> bool:

@@ -137,3 +137,53 @@ def test_outbox_bounds_drop_the_oldest_and_count_them(tmp_path):
     again = Outbox(tmp_path, max_age_s=60, max_count=4)
     assert again.dropped == 4 and [r.seq for r in again.after(-1, 10)] == [5, 6]  # survives a restart
     again.close()
+
+
+def test_message_expiry_drops_stale_windows_sends_fresh_ones_with_expiry_and_status_repeats(tmp_path):
+    from datetime import datetime, timezone
+
+    import paho.mqtt.client as mqtt
+
+    from device.aggregator import WindowSummary
+    from device.config import Settings
+    from device.payloads import Status, engagement
+    from device.publisher import Publisher
+
+    summary = WindowSummary(start=0.0, end=1.0, frames_analyzed=2, faces_present=6, faces_present_max=7,
+                            engagement_score=0.5, suppressed=False)
+    now = datetime.now(timezone.utc)
+    stale = Outbox(tmp_path, max_age_s=3600, max_count=100, clock=lambda: time.time() - 100)
+    for _ in range(3):  # queued 100 s ago by an earlier run
+        stale.add(lambda seq: engagement("exp", seq, summary, now, now).to_json())
+    stale.close()
+
+    broker = Broker(tmp_path).start()
+    got, lock = [], __import__("threading").Lock()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="v5-sub", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload) if m.topic.endswith("engagement")
+                                                 else m.payload.decode(), getattr(m.properties, "MessageExpiryInterval", None)))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("roompulse/exp/#", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+    settings = Settings(_env_file=None, mqtt_host="127.0.0.1", mqtt_port=broker.port, device_id="exp",
+                        state_dir=tmp_path, ha_discovery=False, mqtt_message_expiry_s=30, status_interval_s=0.3)
+    publisher = Publisher(settings, out=open(os.devnull, "w"))
+    try:
+        publisher.start()
+        publisher.publish_status(Status(state="running", accelerator="cpu", fps=2.0, inference_ms=50.0,
+                                        version="test", timestamp="2026-11-29T00:00:00Z"))
+        publisher.submit(lambda seq: engagement("exp", seq, summary, now, now))
+        time.sleep(1.6)
+        dropped = publisher.dropped
+    finally:
+        publisher.close(5)
+        sub.disconnect()
+        sub.loop_stop()
+        broker.stop()
+    windows = [(p["seq"], expiry) for t, p, expiry in got if t.endswith("engagement")]
+    assert dropped == 3  # older than the 30 s expiry: not sent, counted
+    assert len(windows) == 1 and windows[0][0] == 3 and 25 <= windows[0][1] <= 30
+    statuses = [json.loads(p) for t, p, _ in got if t.endswith("/status")]
+    assert len(statuses) >= 4  # every 0.3 s while connected
+    assert statuses[-1]["dropped"] == 3 and statuses[-1]["outbox_depth"] == 0
