@@ -34,6 +34,8 @@ class _Strict(BaseModel):
 
 
 class HADevice(_Strict):
+    """``dev``: the device registry entry (HA requires ``ids`` or connections)."""
+
     identifiers: list[str] = Field(alias="ids", min_length=1, description="device registry identifiers")
     name: str = Field(description="device name shown in Home Assistant")
     manufacturer: str = Field(alias="mf")
@@ -42,11 +44,15 @@ class HADevice(_Strict):
 
 
 class HAOrigin(_Strict):
+    """``o``: the software that sent the message (HA requires ``name`` in device discovery)."""
+
     name: str = Field(description="the application that publishes the discovery message (required by HA)")
     sw_version: str = Field(alias="sw")
 
 
 class HAAvailability(_Strict):
+    """One ``avty`` entry: the topic and payloads that mark every entity available or not."""
+
     topic: str = Field(alias="t")
     payload_available: str = Field("online", alias="pl_avail")
     payload_not_available: str = Field("offline", alias="pl_not_avail")

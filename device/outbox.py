@@ -157,5 +157,6 @@ class Outbox:
             return self._get(DROPPED_KEY, 0)
 
     def close(self) -> None:
+        """Close the database; rows not acknowledged stay for the next start."""
         with self._lock:
             self._db.close()

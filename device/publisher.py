@@ -126,6 +126,7 @@ class Publisher:
     # ---- what the service calls (any thread; never waits on the network) ----
 
     def topic(self, leaf: str) -> str:
+        """``<prefix>/<leaf>``."""
         return f"{self.prefix}/{leaf}"
 
     @property
@@ -140,6 +141,7 @@ class Publisher:
 
     @property
     def connected(self) -> bool:
+        """True while a broker connection is accepted."""
         return self._connected.is_set()
 
     def start(self) -> None:
