@@ -158,10 +158,13 @@ def test_message_expiry_drops_stale_windows_sends_fresh_ones_with_expiry_and_sta
     stale.close()
 
     broker = Broker(tmp_path).start()
-    got, lock = [], __import__("threading").Lock()
+    got = []  # (topic, payload text, MQTT v5 message expiry or None)
+
+    def on_message(client, userdata, m):
+        got.append((m.topic, m.payload.decode(), getattr(m.properties, "MessageExpiryInterval", None)))
+
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="v5-sub", protocol=mqtt.MQTTv5)
-    sub.on_message = lambda c, u, m: got.append((m.topic, json.loads(m.payload) if m.topic.endswith("engagement")
-                                                 else m.payload.decode(), getattr(m.properties, "MessageExpiryInterval", None)))
+    sub.on_message = on_message
     sub.connect("127.0.0.1", broker.port)
     sub.subscribe("roompulse/exp/#", qos=1)
     sub.loop_start()
@@ -181,7 +184,7 @@ def test_message_expiry_drops_stale_windows_sends_fresh_ones_with_expiry_and_sta
         sub.disconnect()
         sub.loop_stop()
         broker.stop()
-    windows = [(p["seq"], expiry) for t, p, expiry in got if t.endswith("engagement")]
+    windows = [(json.loads(p)["seq"], expiry) for t, p, expiry in got if t.endswith("engagement")]
     assert dropped == 3  # older than the 30 s expiry: not sent, counted
     assert len(windows) == 1 and windows[0][0] == 3 and 25 <= windows[0][1] <= 30
     statuses = [json.loads(p) for t, p, _ in got if t.endswith("/status")]
