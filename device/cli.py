@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return cmd_check_config(settings)
         return cmd_run(settings)
+    except ConfigError as exc:
+        print(f"roompulse: {exc}", file=sys.stderr)
+        return EX_CONFIG
     except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return 1
