@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from device import __version__
-from device.config import EX_CONFIG, ConfigError, Settings, load_settings
+from device.config import EX_CONFIG, SMALL_GROUP_FLOOR, ConfigError, Settings, load_settings
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
 from device.source import SourceError, read_file
@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if settings.min_group_size < SMALL_GROUP_FLOOR:
+        log.warning("ROOMPULSE_ALLOW_SMALL_GROUPS override: scores are published for groups of %d face(s), "
+                    "below the privacy floor of %d", settings.min_group_size, SMALL_GROUP_FLOOR)
     try:
         if args.command == "analyze":
             return cmd_analyze(settings, args.paths)

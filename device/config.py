@@ -21,6 +21,9 @@ ENV_PREFIX = "ROOMPULSE_"
 DEFAULT_ENV_FILE = Path("/etc/roompulse/roompulse.env")
 EX_CONFIG = 78
 CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:<file>
+# Fewest faces a score may describe without an explicit override: with 2, either person's
+# behaviour can be read off the score whenever the other's is known.
+SMALL_GROUP_FLOOR = 3
 
 
 class ConfigError(Exception):
@@ -65,6 +68,8 @@ class Settings(BaseSettings):
     window_s: float = Field(60.0, gt=0, le=86400, description="aggregation window in seconds")
     min_group_size: int = Field(5, ge=1, le=1000,
                                 description="fewest faces for which an engagement score is published")
+    allow_small_groups: bool = Field(
+        False, description="explicit override allowing ROOMPULSE_MIN_GROUP_SIZE below 3 (logged at start-up)")
     fps: float = Field(2.0, gt=0, le=60, description="most frames analysed per second")
     yaw_limit_deg: float = Field(30.0, gt=0, le=90, description="facing-front limit on |yaw|, degrees")
     pitch_limit_deg: float = Field(25.0, gt=0, le=90, description="facing-front limit on |pitch|, degrees")
@@ -87,6 +92,15 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value):
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _small_groups(self):
+        if self.min_group_size < SMALL_GROUP_FLOOR and not self.allow_small_groups:
+            raise ValueError(
+                f"ROOMPULSE_MIN_GROUP_SIZE={self.min_group_size} is below {SMALL_GROUP_FLOOR}: a score for fewer "
+                "people can describe one person; use 3 or more, or set ROOMPULSE_ALLOW_SMALL_GROUPS=true"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tiles(self):
