@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="detect faces in image/video files; JSON lines on stdout, publishes nothing")
     analyze.add_argument("paths", nargs="+", type=Path)
     sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
+    sub.add_parser("privacy-report", help="print what leaves the device, what is stored, what is never collected")
     return parser
 
 
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_analyze(settings, args.paths)
         if args.command == "check-config":
             return cmd_check_config(settings)
+        if args.command == "privacy-report":
+            from device.privacy import report
+
+            print(report(settings), end="")
+            return 0
         return cmd_run(settings)
     except ConfigError as exc:
         print(f"roompulse: {exc}", file=sys.stderr)

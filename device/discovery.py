@@ -38,53 +38,54 @@ class HADevice(_Strict):
 
     identifiers: list[str] = Field(alias="ids", min_length=1, description="device registry identifiers")
     name: str = Field(description="device name shown in Home Assistant")
-    manufacturer: str = Field(alias="mf")
-    model: str = Field(alias="mdl")
-    sw_version: str = Field(alias="sw")
+    manufacturer: str = Field(alias="mf", description="manufacturer shown in Home Assistant")
+    model: str = Field(alias="mdl", description="model shown in Home Assistant")
+    sw_version: str = Field(alias="sw", description="RoomPulse version")
 
 
 class HAOrigin(_Strict):
     """``o``: the software that sent the message (HA requires ``name`` in device discovery)."""
 
     name: str = Field(description="the application that publishes the discovery message (required by HA)")
-    sw_version: str = Field(alias="sw")
+    sw_version: str = Field(alias="sw", description="RoomPulse version")
 
 
 class HAAvailability(_Strict):
     """One ``avty`` entry: the topic and payloads that mark every entity available or not."""
 
-    topic: str = Field(alias="t")
-    payload_available: str = Field("online", alias="pl_avail")
-    payload_not_available: str = Field("offline", alias="pl_not_avail")
+    topic: str = Field(alias="t", description="the availability topic")
+    payload_available: str = Field("online", alias="pl_avail", description="payload meaning available")
+    payload_not_available: str = Field("offline", alias="pl_not_avail", description="payload meaning unavailable")
 
 
 class HAComponent(_Strict):
     """One entity in ``cmps``; ``None`` fields are left out of the message."""
 
-    platform: Literal["sensor", "switch"] = Field(alias="p")
-    unique_id: str
-    name: str
-    state_topic: str
-    value_template: str | None = None
-    unit_of_measurement: str | None = None
-    state_class: Literal["measurement"] | None = None
+    platform: Literal["sensor", "switch"] = Field(alias="p", description="Home Assistant entity platform")
+    unique_id: str = Field(description="entity id, unique per unit and entity")
+    name: str = Field(description="entity name")
+    state_topic: str = Field(description="topic the entity reads its state from")
+    value_template: str | None = Field(
+        None, description="how Home Assistant reads the state from the message (score: none when suppressed)")
+    unit_of_measurement: str | None = Field(None, description="unit shown in Home Assistant")
+    state_class: Literal["measurement"] | None = Field(None, description="Home Assistant statistics class")
     expire_after: int | None = Field(None, ge=1, description="seconds without an update before 'unavailable'")
-    entity_category: Literal["diagnostic"] | None = None
-    icon: str | None = None
-    command_topic: str | None = None
-    payload_on: str | None = None
-    payload_off: str | None = None
-    qos: int = 1
+    entity_category: Literal["diagnostic"] | None = Field(None, description="Home Assistant entity category")
+    icon: str | None = Field(None, description="icon shown in Home Assistant")
+    command_topic: str | None = Field(None, description="topic the switch sends ON/OFF commands to")
+    payload_on: str | None = Field(None, description="command payload for on")
+    payload_off: str | None = Field(None, description="command payload for off")
+    qos: int = Field(1, description="MQTT QoS of the entity's messages")
 
 
 class HADeviceDiscovery(_Strict):
     """The whole device-based discovery payload."""
 
-    device: HADevice = Field(alias="dev")
-    origin: HAOrigin = Field(alias="o")
-    components: dict[str, HAComponent] = Field(alias="cmps", min_length=1)
-    availability: list[HAAvailability] = Field(alias="avty")
-    qos: int = 1
+    device: HADevice = Field(alias="dev", description="the device registry entry")
+    origin: HAOrigin = Field(alias="o", description="the software that sent the message")
+    components: dict[str, HAComponent] = Field(alias="cmps", min_length=1, description="the entities, by key")
+    availability: list[HAAvailability] = Field(alias="avty", description="availability shared by every entity")
+    qos: int = Field(1, description="MQTT QoS of the entities' messages")
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)

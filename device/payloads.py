@@ -87,6 +87,7 @@ class Status(BaseModel):
     timestamp: str = Field(description="when the status was made, UTC ISO-8601")
 
     def to_json(self) -> str:
+        """The wire form: compact JSON."""
         return self.model_dump_json(by_alias=True)
 
 
@@ -96,7 +97,8 @@ class Word(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    value: Literal["online", "offline", "ON", "OFF"]
+    value: Literal["online", "offline", "ON", "OFF"] = Field(
+        description="online/offline: whether the unit runs; ON/OFF: whether the pause switch is on")
 
     def to_json(self) -> str:
         """The wire form: the bare word, not JSON."""

@@ -38,10 +38,12 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 import paho.mqtt.client as mqtt
+from pydantic import BaseModel
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device.config import Settings
+from device.contract import check
 from device.discovery import discovery, discovery_topic
 from device.outbox import Outbox
 from device.payloads import OFFLINE, ONLINE, PAUSED_OFF, PAUSED_ON, Engagement, Status, utc_iso
@@ -102,9 +104,9 @@ class Publisher:
         self.outbox = Outbox(settings.state_dir, settings.outbox_max_age_s, settings.outbox_max_count)
         self._password = settings.password() if self.enabled and settings.mqtt_username else None
         self._lock = threading.Lock()  # guards _retained/_dirty/_status; never held while calling paho
-        self._retained: dict[str, str] = {self.topic("availability"): ONLINE.to_json()}
+        self._retained: dict[str, str] = {self.topic("availability"): check(ONLINE).to_json()}
         if settings.ha_discovery:
-            self._retained[discovery_topic(settings)] = discovery(settings).to_json()
+            self._retained[discovery_topic(settings)] = check(discovery(settings)).to_json()
         self._dirty: set[str] = set()
         self._status: Status | None = None
         self._last_publish: str | None = None
@@ -164,7 +166,7 @@ class Publisher:
         built: list[Engagement] = []
 
         def _json(seq: int) -> str:
-            built.append(make(seq))
+            built.append(check(make(seq)))
             return built[0].to_json()
 
         _, line = self.outbox.add(_json, keep=self.enabled)
@@ -179,7 +181,7 @@ class Publisher:
 
     def publish_paused(self, paused: bool) -> None:
         """Set the retained ``<prefix>/paused`` state (``ON``/``OFF``)."""
-        self._set_retained(self.topic("paused"), (PAUSED_ON if paused else PAUSED_OFF).to_json())
+        self._set_retained(self.topic("paused"), PAUSED_ON if paused else PAUSED_OFF)
 
     def close(self, timeout: float = 10.0) -> int:
         """Send what the outbox holds for up to ``timeout`` s, publish ``offline``, disconnect.
@@ -202,8 +204,13 @@ class Publisher:
 
     # ---- internals ----
 
-    def _set_retained(self, topic: str, payload: str, force: bool = False) -> None:
-        """Keep ``payload`` as the latest value of ``topic``; send it if it changed (or ``force``)."""
+    def _set_retained(self, topic: str, message: BaseModel, force: bool = False) -> None:
+        """Keep ``message`` as the latest value of ``topic``; send it if it changed (or ``force``).
+
+        Raises:
+            ContractError: ``message`` is not a contract model (see :mod:`device.contract`).
+        """
+        payload = check(message).to_json()
         if not self.enabled:
             return
         with self._lock:
@@ -222,7 +229,7 @@ class Publisher:
             "outbox_depth": self.outbox.depth, "dropped": self.outbox.dropped,
             "last_publish": self._last_publish, "timestamp": utc_iso(datetime.now(timezone.utc)),
         })
-        self._set_retained(self.topic("status"), status.to_json(), force=True)
+        self._set_retained(self.topic("status"), status, force=True)
         self._next_status = time.monotonic() + self.settings.status_interval_s
 
     def _done(self) -> bool:

@@ -9,25 +9,22 @@ import sys
 from pathlib import Path
 
 from conftest import CLASSROOM, ROOT, clean_env
-from device.payloads import Engagement, Status
+from device.config import Settings
+from device.contract import channels
 from mqtt_helpers import Recorder
 
 PREFIX = "roompulse/audit-room"
 
 
-def validate(topic: str, payload: str) -> str:
-    """Validate one published message against the model for its topic; returns the model name."""
-    leaf = topic.removeprefix(PREFIX + "/")
-    if leaf == "engagement":
-        Engagement.model_validate_json(payload)
-        return "Engagement"
-    if leaf == "status":
-        Status.model_validate_json(payload)
-        return "Status"
-    if leaf == "availability":
-        assert payload in ("online", "offline")
-        return "availability"
-    raise AssertionError(f"unexpected topic {topic}: {payload[:200]}")
+def validate(chans, topic: str, payload: str) -> str:
+    """Validate one published message against the contract model of its topic; returns the model name."""
+    chan = next((c for c in chans if c.topic == topic), None)
+    assert chan is not None, f"message on a topic outside the contract: {topic}: {payload[:200]}"
+    if chan.words:
+        chan.model.model_validate({"value": payload})
+    else:
+        chan.model.model_validate_json(payload)
+    return chan.model.__name__
 
 
 def test_service_talks_only_to_the_broker_and_writes_only_state(broker, tmp_path):
@@ -36,7 +33,7 @@ def test_service_talks_only_to_the_broker_and_writes_only_state(broker, tmp_path
     env = clean_env(
         ROOMPULSE_MQTT_HOST="127.0.0.1", ROOMPULSE_MQTT_PORT=str(broker.port), ROOMPULSE_DEVICE_ID="audit-room",
         ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_FPS="30",
-        ROOMPULSE_STATE_DIR=str(state), ROOMPULSE_HA_DISCOVERY="false", PYTHONDONTWRITEBYTECODE="1",
+        ROOMPULSE_STATE_DIR=str(state), ROOMPULSE_HA_DISCOVERY="true", PYTHONDONTWRITEBYTECODE="1",
         PYTHONPATH=str(ROOT),
     )
     out = tmp_path / "audit.json"
@@ -46,8 +43,9 @@ def test_service_talks_only_to_the_broker_and_writes_only_state(broker, tmp_path
     events = json.loads(out.read_text())
     rec.wait_for(f"{PREFIX}/engagement", lambda p: len(p) == 3, timeout=10)
     rec.close()
-    messages = [(t, p) for t, p, _ in rec.messages if t.startswith(PREFIX + "/")]
-    kinds = [validate(t, p) for t, p in messages]
+    chans = channels(Settings(_env_file=None, device_id="audit-room", state_dir=state))
+    messages = [(t, p) for t, p, _ in rec.messages]
+    kinds = [validate(chans, t, p) for t, p in messages]
     print(f"audit: {len(events['connect'])} socket connection(s) {events['connect']}, "
           f"{len(events['internal_connect'])} in-process loopback connection(s), "
           f"{len(events['write_open'])} file(s) opened for writing, {len(events['sqlite'])} SQLite open(s), "
