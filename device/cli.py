@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from device import __version__
-from device.config import EX_CONFIG, ConfigError, Settings, load_settings
+from device.config import EX_CONFIG, SMALL_GROUP_FLOOR, ConfigError, Settings, load_settings
 from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="detect faces in image/video files; JSON lines on stdout, publishes nothing")
     analyze.add_argument("paths", nargs="+", type=Path)
     sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
+    sub.add_parser("privacy-report", help="print what leaves the device, what is stored, what is never collected")
     return parser
 
 
@@ -101,13 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
     configure_logging(settings.log_level)
+    if settings.min_group_size < SMALL_GROUP_FLOOR:
+        log.warning("ROOMPULSE_ALLOW_SMALL_GROUPS override: scores are published for groups of %d face(s), "
+                    "below the privacy floor of %d", settings.min_group_size, SMALL_GROUP_FLOOR)
     try:
         if args.command == "analyze":
             return cmd_analyze(settings, args.paths)
         if args.command == "check-config":
             return cmd_check_config(settings)
+        if args.command == "privacy-report":
+            from device.privacy import report
+
+            print(report(settings), end="")
+            return 0
         return cmd_run(settings)
-    except SourceUnavailable as exc:
+    except (ConfigError, SourceUnavailable) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
     except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:

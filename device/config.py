@@ -9,6 +9,7 @@ variable and what it accepts.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "ROOMPULSE_"
 DEFAULT_ENV_FILE = Path("/etc/roompulse/roompulse.env")
 EX_CONFIG = 78
+CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:<file>
+# Fewest faces a score may describe without an explicit override: with 2, either person's
+# behaviour can be read off the score whenever the other's is known.
+SMALL_GROUP_FLOOR = 3
 
 
 class ConfigError(Exception):
@@ -59,10 +64,22 @@ class Settings(BaseSettings):
     mqtt_tls_ca: Path | None = Field(None, description="CA certificate file; enables TLS")
     mqtt_tls_cert: Path | None = Field(None, description="client certificate file")
     mqtt_tls_key: Path | None = Field(None, description="client key file")
+    mqtt_client_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+                                       description="MQTT client id, unique per unit; default roompulse-<device_id>")
+    mqtt_reconnect_max_s: float = Field(60.0, ge=1, le=3600,
+                                        description="longest wait between connection attempts (backoff doubles from 1 s)")
+    mqtt_message_expiry_s: int = Field(0, ge=0, le=4294967295,
+                                       description="MQTT v5 message expiry of engagement messages in seconds; 0 = never")
+    outbox_max_age_s: float = Field(604800.0, gt=0,
+                                    description="queued windows older than this are dropped (counted on status)")
+    outbox_max_count: int = Field(20000, ge=1, description="most windows kept queued; the oldest beyond are dropped")
+    status_interval_s: float = Field(30.0, gt=0, le=3600, description="status is republished this often, seconds")
     topic_prefix: str | None = Field(None, description="topic prefix, default roompulse/<device_id>")
     window_s: float = Field(60.0, gt=0, le=86400, description="aggregation window in seconds")
     min_group_size: int = Field(5, ge=1, le=1000,
                                 description="fewest faces for which an engagement score is published")
+    allow_small_groups: bool = Field(
+        False, description="explicit override allowing ROOMPULSE_MIN_GROUP_SIZE below 3 (logged at start-up)")
     fps: float = Field(2.0, gt=0, le=60, description="most frames analysed per second")
     yaw_limit_deg: float = Field(30.0, gt=0, le=90, description="facing-front limit on |yaw|, degrees")
     pitch_limit_deg: float = Field(25.0, gt=0, le=90, description="facing-front limit on |pitch|, degrees")
@@ -87,6 +104,15 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _small_groups(self):
+        if self.min_group_size < SMALL_GROUP_FLOOR and not self.allow_small_groups:
+            raise ValueError(
+                f"ROOMPULSE_MIN_GROUP_SIZE={self.min_group_size} is below {SMALL_GROUP_FLOOR}: a score for fewer "
+                "people can describe one person; use 3 or more, or set ROOMPULSE_ALLOW_SMALL_GROUPS=true"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _tiles(self):
         if self.tile_size and self.tile_overlap >= self.tile_size:
             raise ValueError("ROOMPULSE_TILE_OVERLAP must be smaller than ROOMPULSE_TILE_SIZE")
@@ -104,6 +130,42 @@ class Settings(BaseSettings):
         """``camera_size`` as (width, height) pixels."""
         width, height = self.camera_size.split("x")
         return int(width), int(height)
+
+    @model_validator(mode="after")
+    def _files_exist(self):
+        for name in ("mqtt_password_file", "mqtt_tls_ca", "mqtt_tls_cert", "mqtt_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
+        if self.mqtt_tls_key and not self.mqtt_tls_cert:
+            raise ValueError("ROOMPULSE_MQTT_TLS_KEY is set without ROOMPULSE_MQTT_TLS_CERT")
+        return self
+
+    @property
+    def client_id(self) -> str:
+        """MQTT client id in force: the configured one, else ``roompulse-<device_id>``."""
+        return self.mqtt_client_id or f"roompulse-{self.device_id}"
+
+    def password(self) -> str | None:
+        """The broker password: ``ROOMPULSE_MQTT_PASSWORD``, else ``ROOMPULSE_MQTT_PASSWORD_FILE``,
+        else the systemd credential ``$CREDENTIALS_DIRECTORY/mqtt_password`` (``LoadCredential=``).
+
+        Raises:
+            ConfigError: the password file cannot be read (the message names the file, never
+                its content).
+        """
+        if self.mqtt_password is not None:
+            return self.mqtt_password.get_secret_value()
+        path = self.mqtt_password_file
+        if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
+            candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
+            path = candidate if candidate.is_file() else None
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the MQTT password file {path}: {type(exc).__name__}") from None
 
     @property
     def prefix(self) -> str:

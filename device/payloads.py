@@ -68,21 +68,44 @@ def engagement(device_id: str, seq: int, summary: WindowSummary, start: datetime
 
 
 class Status(BaseModel):
-    """Device health (``<prefix>/status``, QoS 1, retained)."""
+    """Device health (``<prefix>/status``, QoS 1, retained; every ``status_interval_s`` and on change)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     schema_: Literal["roompulse.status/1"] = Field(STATUS_SCHEMA, alias="schema", description="payload schema")
     state: Literal["starting", "running", "paused", "camera_stalled", "finished", "stopped"] = Field(
         description="what the service is doing")
+    paused: bool = Field(False, description="true while the pause switch is on (source released, nothing analysed)")
     accelerator: Literal["cpu", "edgetpu"] = Field(description="where inference runs")
     fps: float = Field(ge=0, description="frames analysed per second over the last window")
     inference_ms: float = Field(ge=0, description="mean detector time per analysed frame, milliseconds")
-    queue_depth: int = Field(ge=0, description="payloads waiting for the broker's acknowledgement")
+    outbox_depth: int = Field(0, ge=0, description="windows stored in the outbox, not yet acknowledged by the broker")
+    dropped: int = Field(0, ge=0, description="windows dropped by the outbox bounds, expiry or broker rejection")
+    last_publish: str | None = Field(
+        None, description="when the broker last acknowledged a window, UTC ISO-8601; null if never in this run")
     version: str = Field(description="RoomPulse version")
     timestamp: str = Field(description="when the status was made, UTC ISO-8601")
     clock_synced: bool | None = Field(
         None, description="wall clock synchronised by NTP since boot (systemd-timesyncd); null when unknown")
 
     def to_json(self) -> str:
+        """The wire form: compact JSON."""
         return self.model_dump_json(by_alias=True)
+
+
+class Word(BaseModel):
+    """A one-word retained state: ``<prefix>/availability`` (``online``/``offline``) and
+    ``<prefix>/paused`` (``ON``/``OFF``, Home Assistant's default switch payloads)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: Literal["online", "offline", "ON", "OFF"] = Field(
+        description="online/offline: whether the unit runs; ON/OFF: whether the pause switch is on")
+
+    def to_json(self) -> str:
+        """The wire form: the bare word, not JSON."""
+        return self.value
+
+
+ONLINE, OFFLINE = Word(value="online"), Word(value="offline")
+PAUSED_ON, PAUSED_OFF = Word(value="ON"), Word(value="OFF")

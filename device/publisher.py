@@ -1,165 +1,434 @@
-"""The publisher: owns the MQTT session; the capture loop hands it finished payloads.
+"""The publisher: owns the MQTT session and the durable outbox; the capture loop only hands it payloads.
 
-Topics (DESIGN.md): ``<prefix>/availability`` retained ``online``/``offline`` (``offline``
-is the Last Will), ``<prefix>/engagement`` QoS 1 not retained, ``<prefix>/status`` QoS 1
-retained. Every engagement payload is also printed as one JSON line on stdout; with no
-broker configured that is all that happens (the embedded default).
+Topics (DESIGN.md): ``<prefix>/availability`` retained ``online``/``offline`` (``offline`` is
+the Last Will), ``<prefix>/engagement`` QoS 1 not retained, ``<prefix>/status`` and
+``<prefix>/paused`` QoS 1 retained, commands on ``<prefix>/paused/set``; Home Assistant
+discovery on ``<ha_prefix>/device/roompulse_<device_id>/config`` (re-sent when Home
+Assistant publishes ``online`` on ``<ha_prefix>/status``).
 
-paho-mqtt 2.x runs the network loop in its own thread (``loop_start``); :meth:`publish_*`
-only queue a message and never wait on the network.
+Delivery: :meth:`Publisher.submit` commits the window to the :class:`~device.outbox.Outbox`
+(SQLite) and prints it on stdout; that is all the capture loop waits for (a local disk
+write, never the network). One session thread owns the paho-mqtt client and drives its
+network loop itself (``client.loop``), so paho is only ever called from that thread:
+
+- it connects (MQTT v5, TLS with hostname verification when a CA is set) and, after any
+  failure, retries with exponential backoff from 1 s to ``ROOMPULSE_MQTT_RECONNECT_MAX_S``,
+  logging why in one line that never holds a secret;
+- each connection is a fresh client, so nothing paho kept in memory is resent behind our
+  back: the outbox is replayed from its oldest row in ``seq`` order, at most ``WINDOW``
+  messages in flight, and a row is deleted only on its PUBACK;
+- retained states (availability, discovery, paused, status) are kept as latest values and
+  sent on (re)connect and on change; status is refreshed every ``ROOMPULSE_STATUS_INTERVAL_S``.
+
+QoS 1 is at-least-once: a window whose PUBACK was lost (broker or device restart) is sent
+again, with the same ``seq``; consumers drop a ``seq`` they have already seen.
+With no broker configured the payloads are only printed and nothing is queued.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import sys
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import TextIO
 
 import paho.mqtt.client as mqtt
+from pydantic import BaseModel
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from device.config import Settings
-from device.payloads import Engagement, Status
+from device.contract import check
+from device.discovery import discovery, discovery_topic
+from device.outbox import Outbox
+from device.payloads import OFFLINE, ONLINE, PAUSED_OFF, PAUSED_ON, Engagement, Status, utc_iso
 
 log = logging.getLogger(__name__)
 
 QOS = 1
-ONLINE, OFFLINE = "online", "offline"
+WINDOW = 16  # engagement messages in flight at once (paho's own default limit is 20)
+LOOP_S = 0.05  # network loop tick: the longest a new window waits before it is handed to paho
+CONNACK_TIMEOUT_S = 10.0
+SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason 0x8E: another client connected with our client id
+# mosquitto 2.0 drops the older of two clients with the same id without that DISCONNECT: it
+# shows as connections accepted and lost again within seconds, over and over.
+# A broker restart also ends sessions, but then the next attempt usually finds it down, which
+# resets the count.
+SHORT_SESSION_S = 5.0
+SHORT_SESSIONS_SUSPECT = 5
+MAINTAIN_EVERY_S = 1.0
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying why a connection attempt failed (socket/TLS errors never carry credentials)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate check failed ({exc.verify_message}): check ROOMPULSE_MQTT_TLS_CA and that "
+                "ROOMPULSE_MQTT_HOST is a name the broker's certificate is issued for")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error ({exc.reason or exc}): check the broker's TLS listener and ROOMPULSE_MQTT_TLS_* files"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on that port?)"
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve the host name (check ROOMPULSE_MQTT_HOST)"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Publisher:
-    """Prints engagement payloads and, when a broker is configured, publishes everything.
+    """Prints engagement payloads and, when a broker is configured, delivers everything.
 
     Args:
-        settings: broker, credentials, TLS files, topic prefix, device id.
+        settings: broker, credentials, TLS files, topic prefix, device id, outbox bounds.
         out: where engagement JSON lines are printed (stdout by default).
+        on_pause: called from the session thread with True/False when ``ON``/``OFF``
+            arrives on ``<prefix>/paused/set``.
+
+    Raises:
+        StateError: the outbox database cannot be used.
+        ConfigError: the password file cannot be read.
     """
 
-    def __init__(self, settings: Settings, out: TextIO | None = None):
+    def __init__(self, settings: Settings, out: TextIO | None = None,
+                 on_pause: Callable[[bool], None] | None = None):
         self.settings = settings
         self.out = out or sys.stdout
         self.prefix = settings.prefix
-        self._lock = threading.Lock()
-        self._pending: set[int] = set()
-        self._early_acks: set[int] = set()
+        self.on_pause = on_pause
+        self.enabled = bool(settings.mqtt_host)
+        self.outbox = Outbox(settings.state_dir, settings.outbox_max_age_s, settings.outbox_max_count)
+        self._password = settings.password() if self.enabled and settings.mqtt_username else None
+        self._lock = threading.Lock()  # guards _retained/_dirty/_status; never held while calling paho
+        self._retained: dict[str, str] = {self.topic("availability"): check(ONLINE).to_json()}
+        if settings.ha_discovery:
+            self._retained[discovery_topic(settings)] = check(discovery(settings)).to_json()
+        self._dirty: set[str] = set()
+        self._status: Status | None = None
+        self._last_publish: str | None = None
         self._connected = threading.Event()
-        self._client: mqtt.Client | None = None
-        if settings.mqtt_host:
-            self._client = self._make_client()
+        self._closing = threading.Event()
+        self._deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        # Per connection, touched only by the session thread:
+        self._inflight: dict[int, int] = {}  # paho mid -> seq
+        self._handed = -1  # highest seq handed to the current connection
+        self._accepted: bool | None = None
+        self._failure: str | None = None
+        self._short_sessions = 0
+        self._offline_mid: int | None = None
+        self._offline_acked = False
+        self._next_maintain = 0.0
+        self._next_status = 0.0
 
-    @property
-    def queue_depth(self) -> int:
-        """Messages handed to the broker connection and not yet acknowledged."""
-        with self._lock:
-            return len(self._pending)
+    # ---- what the service calls (any thread; never waits on the network) ----
 
     def topic(self, leaf: str) -> str:
+        """``<prefix>/<leaf>``."""
         return f"{self.prefix}/{leaf}"
 
-    def _make_client(self) -> mqtt.Client:
+    @property
+    def depth(self) -> int:
+        """Windows in the outbox, not yet acknowledged by the broker."""
+        return self.outbox.depth if self.enabled else 0
+
+    @property
+    def dropped(self) -> int:
+        """Windows dropped by the outbox bounds, expiry or broker rejection (persistent)."""
+        return self.outbox.dropped
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker connection is accepted."""
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Start the session thread (connects in the background); returns at once."""
+        if not self.enabled:
+            log.info("no broker configured (ROOMPULSE_MQTT_HOST empty): printing payloads to stdout only")
+            return
+        depth = self.outbox.depth
+        if depth:
+            log.info("%d window(s) queued in the outbox from an earlier run: sending them first", depth)
+        self._thread = threading.Thread(target=self._run, name="mqtt-session", daemon=True)
+        self._thread.start()
+
+    def submit(self, make: Callable[[int], Engagement]) -> Engagement:
+        """Give the next window a ``seq``, commit it to the outbox, print it; returns the payload.
+
+        Args:
+            make: ``seq -> Engagement``, called once inside the outbox transaction.
+        """
+        built: list[Engagement] = []
+
+        def _json(seq: int) -> str:
+            built.append(check(make(seq)))
+            return built[0].to_json()
+
+        _, line = self.outbox.add(_json, keep=self.enabled)
+        print(line, file=self.out, flush=True)
+        return built[0]
+
+    def publish_status(self, status: Status) -> None:
+        """Set the retained status (sent now if connected, else on connect; refreshed periodically)."""
+        with self._lock:
+            self._status = status
+        self._refresh_status()
+
+    def publish_paused(self, paused: bool) -> None:
+        """Set the retained ``<prefix>/paused`` state (``ON``/``OFF``)."""
+        self._set_retained(self.topic("paused"), PAUSED_ON if paused else PAUSED_OFF)
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Send what the outbox holds for up to ``timeout`` s, publish ``offline``, disconnect.
+
+        What is not acknowledged stays in the outbox for the next start.
+
+        Returns:
+            How many windows are still in the outbox.
+        """
+        if self._thread is not None:
+            self._deadline = time.monotonic() + timeout
+            self._closing.set()
+            self._thread.join(timeout + CONNACK_TIMEOUT_S + 5)
+        left = self.depth
+        self.outbox.close()
+        if left:
+            log.warning("%d window(s) not acknowledged by the broker within %.0f s: kept in the outbox "
+                        "for the next start", left, timeout)
+        return left
+
+    # ---- internals ----
+
+    def _set_retained(self, topic: str, message: BaseModel, force: bool = False) -> None:
+        """Keep ``message`` as the latest value of ``topic``; send it if it changed (or ``force``).
+
+        Raises:
+            ContractError: ``message`` is not a contract model (see :mod:`device.contract`).
+        """
+        payload = check(message).to_json()
+        if not self.enabled:
+            return
+        with self._lock:
+            if force or self._retained.get(topic) != payload:
+                self._retained[topic] = payload
+                self._dirty.add(topic)
+
+    def _refresh_status(self) -> None:
+        """Stamp the latest status with the delivery figures and the time, and queue it."""
+        with self._lock:
+            base = self._status
+        if base is None or not self.enabled:
+            return
+        status = Status.model_validate({
+            **base.model_dump(by_alias=True),
+            "outbox_depth": self.outbox.depth, "dropped": self.outbox.dropped,
+            "last_publish": self._last_publish, "timestamp": utc_iso(datetime.now(timezone.utc)),
+        })
+        self._set_retained(self.topic("status"), status, force=True)
+        self._next_status = time.monotonic() + self.settings.status_interval_s
+
+    def _done(self) -> bool:
+        """Closing and either everything is acknowledged or the flush deadline has passed."""
+        return self._closing.is_set() and (time.monotonic() >= self._deadline or self.outbox.depth == 0)
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_status:
+            self._refresh_status()
+        if now < self._next_maintain:
+            return
+        self._next_maintain = now + MAINTAIN_EVERY_S
+        dropped = self.outbox.trim(keep_from=self._handed)
+        if dropped:
+            log.warning("outbox bound reached: dropped %d oldest window(s) (ROOMPULSE_OUTBOX_MAX_AGE_S=%g, "
+                        "ROOMPULSE_OUTBOX_MAX_COUNT=%d)", dropped, self.settings.outbox_max_age_s,
+                        self.settings.outbox_max_count)
+            self._refresh_status()
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self._done():
+            self._maintain()
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+    def _run(self) -> None:
         s = self.settings
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"roompulse-{s.device_id}", protocol=mqtt.MQTTv311
-        )
-        client.will_set(self.topic("availability"), OFFLINE, qos=QOS, retain=True)
-        password = s.mqtt_password.get_secret_value() if s.mqtt_password else None
-        if password is None and s.mqtt_password_file:
-            password = s.mqtt_password_file.read_text().strip()
+        delay = 1.0
+        while not self._done():
+            client, failure = None, None
+            try:
+                client = self._new_client()
+                client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True)
+            except (OSError, ValueError) as exc:
+                failure = describe_failure(exc)
+                self._short_sessions = 0
+            else:
+                began = time.monotonic()
+                if self._session(client):
+                    self._note_session(time.monotonic() - began)
+                    delay = 1.0
+                    if self._done():
+                        break
+                    log.warning("MQTT connection to %s:%d lost; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
+                else:
+                    failure = self._failure or "the connection closed before the broker accepted it"
+            finally:
+                sock = client.socket() if client is not None else None
+                if sock is not None:
+                    sock.close()
+            if failure:
+                if self._done():
+                    break
+                log.error("MQTT connection to %s:%d failed: %s; retrying in %.0f s", s.mqtt_host, s.port, failure, delay)
+            self._sleep(delay)
+            delay = min(delay * 2, s.mqtt_reconnect_max_s)
+
+    def _client_id_clash(self) -> None:
+        log.error("MQTT client id %r seems to be in use by another connection (the broker keeps dropping this "
+                  "one for it): every unit needs its own ROOMPULSE_DEVICE_ID or ROOMPULSE_MQTT_CLIENT_ID",
+                  self.settings.client_id)
+
+    def _note_session(self, lasted_s: float) -> None:
+        """Count connections lost within seconds of being accepted; a run of them means a clash."""
+        if self._done():
+            return
+        self._short_sessions = self._short_sessions + 1 if lasted_s < SHORT_SESSION_S else 0
+        if self._short_sessions == SHORT_SESSIONS_SUSPECT:
+            self._client_id_clash()
+
+    def _new_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=mqtt.MQTTv5,
+                             reconnect_on_failure=False)
+        client.will_set(self.topic("availability"), OFFLINE.to_json(), qos=QOS, retain=True)
         if s.mqtt_username:
-            client.username_pw_set(s.mqtt_username, password)
+            client.username_pw_set(s.mqtt_username, self._password)
         if s.mqtt_tls_ca:
-            client.tls_set(
-                ca_certs=str(s.mqtt_tls_ca),
-                certfile=str(s.mqtt_tls_cert) if s.mqtt_tls_cert else None,
-                keyfile=str(s.mqtt_tls_key) if s.mqtt_tls_key else None,
-            )
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
+            # tls_set verifies the chain and the host name (check_hostname) by default.
+            client.tls_set(ca_certs=str(s.mqtt_tls_ca),
+                           certfile=str(s.mqtt_tls_cert) if s.mqtt_tls_cert else None,
+                           keyfile=str(s.mqtt_tls_key) if s.mqtt_tls_key else None)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
-    def start(self) -> None:
-        """Begin connecting in the background; returns at once."""
-        if self._client is None:
-            log.info("no broker configured (ROOMPULSE_MQTT_HOST empty): printing payloads to stdout only")
-            return
-        log.info("connecting to MQTT broker %s:%d", self.settings.mqtt_host, self.settings.port)
-        self._client.connect_async(self.settings.mqtt_host, self.settings.port, keepalive=30)
-        self._client.loop_start()
+    def _session(self, client: mqtt.Client) -> bool:
+        """Run one connection until it drops or the close is done; True when the broker accepted it."""
+        self._inflight, self._handed, self._accepted, self._failure = {}, -1, None, None
+        self._offline_mid, self._offline_acked = None, False
+        connack_by = time.monotonic() + CONNACK_TIMEOUT_S
+        offline_by = 0.0
+        while True:
+            rc = client.loop(timeout=LOOP_S)
+            if rc != mqtt.MQTT_ERR_SUCCESS or self._accepted is False:
+                break
+            if self._accepted is None:
+                if time.monotonic() > connack_by:
+                    self._failure = f"the broker did not answer within {CONNACK_TIMEOUT_S:.0f} s"
+                    break
+                continue
+            self._maintain()
+            self._send_retained(client)
+            self._pump(client)
+            if self._done():
+                if self._offline_mid is None:  # clean exit: final status, then offline; wait for its PUBACK
+                    self._refresh_status()
+                    self._send_retained(client)
+                    info = client.publish(self.topic("availability"), OFFLINE.to_json(), qos=QOS, retain=True)
+                    self._offline_mid, offline_by = info.mid, time.monotonic() + 2.0
+                elif self._offline_acked or time.monotonic() > offline_by:
+                    client.disconnect()
+                    client.loop(timeout=LOOP_S)
+                    break
+        self._connected.clear()
+        return bool(self._accepted)
 
-    def wait_connected(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds for the first connection; True when connected."""
-        return self._client is None or self._connected.wait(timeout)
+    def _send_retained(self, client: mqtt.Client) -> None:
+        with self._lock:
+            todo = [(t, self._retained[t]) for t in self._retained if t in self._dirty]
+            self._dirty.clear()
+        for topic, payload in todo:  # not under self._lock: paho takes its own locks
+            client.publish(topic, payload, qos=QOS, retain=True)
+
+    def _pump(self, client: mqtt.Client) -> None:
+        """Hand the next outbox rows, in ``seq`` order, to the connection (at most WINDOW in flight)."""
+        room = WINDOW - len(self._inflight)
+        if room <= 0:
+            return
+        expiry = self.settings.mqtt_message_expiry_s
+        for row in self.outbox.after(self._handed, room):
+            properties = None
+            if expiry:
+                left = int(expiry - (time.time() - row.created))
+                if left < 1:
+                    log.warning("window seq %d expired before it could be sent (ROOMPULSE_MQTT_MESSAGE_EXPIRY_S=%d): "
+                                "dropped", row.seq, expiry)
+                    self.outbox.drop(row.seq)
+                    self._handed = row.seq
+                    continue
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.MessageExpiryInterval = left
+            info = client.publish(self.topic("engagement"), row.payload, qos=QOS, properties=properties)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # connection lost; the row stays in the outbox for the next connection
+            self._inflight[info.mid] = row.seq
+            self._handed = row.seq
+
+    # ---- paho callbacks: all run in the session thread, inside client.loop() ----
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
+        s = self.settings
         if reason_code.is_failure:
-            log.error("MQTT broker refused the connection: %s", reason_code)
+            hint = " (check ROOMPULSE_MQTT_USERNAME and the password)" if reason_code.value in (134, 135) else ""
+            self._failure = f"the broker refused the connection: {reason_code}{hint}"
+            self._accepted = False
             return
-        log.info("connected to MQTT broker %s:%d", self.settings.mqtt_host, self.settings.port)
-        client.publish(self.topic("availability"), ONLINE, qos=QOS, retain=True)
+        self._accepted = True
         self._connected.set()
+        log.info("connected to MQTT broker %s:%d as %s", s.mqtt_host, s.port, s.client_id)
+        topics = [(self.topic("paused/set"), QOS)]
+        if s.ha_discovery:
+            topics.append((f"{s.ha_prefix.rstrip('/')}/status", QOS))
+        client.subscribe(topics)
+        with self._lock:
+            self._dirty.update(self._retained)
+        self._refresh_status()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
-        if reason_code != 0:
-            log.warning("MQTT connection lost (%s); paho reconnects with backoff", reason_code)
+        if getattr(reason_code, "value", reason_code) == SESSION_TAKEN_OVER:
+            self._client_id_clash()
+        elif reason_code != 0 and self._accepted:
+            log.warning("MQTT connection lost (%s)", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        # Runs in paho's thread while paho holds its own lock: never call into paho here.
-        with self._lock:
-            if mid in self._pending:
-                self._pending.discard(mid)
-            else:
-                self._early_acks.add(mid)
-
-    def _send(self, leaf: str, payload: str, retain: bool) -> None:
-        if self._client is None:
+        if mid == self._offline_mid:
+            self._offline_acked = True
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
             return
-        # Not under self._lock: paho's publish takes paho's lock, and paho calls
-        # _on_publish (which takes self._lock) while holding it.
-        info = self._client.publish(self.topic(leaf), payload, qos=QOS, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            log.error("could not queue MQTT message on %s: %s", leaf, mqtt.error_string(info.rc))
+        if reason_code.is_failure:
+            log.error("MQTT broker rejected window seq %d (%s): dropped", seq, reason_code)
+            self.outbox.drop(seq)
             return
-        # paho keeps QoS 1 messages and sends them once (re)connected.
-        with self._lock:
-            if info.mid in self._early_acks:
-                self._early_acks.discard(info.mid)
-            else:
-                self._pending.add(info.mid)
+        self.outbox.ack(seq)
+        self._last_publish = utc_iso(datetime.now(timezone.utc))
 
-    def publish_engagement(self, payload: Engagement) -> None:
-        """Print the payload as one JSON line and queue it on ``<prefix>/engagement``."""
-        line = payload.to_json()
-        print(line, file=self.out, flush=True)
-        self._send("engagement", line, retain=False)
-
-    def publish_status(self, status: Status) -> None:
-        """Queue the retained status (not printed: stdout carries engagement lines only)."""
-        self._send("status", status.to_json(), retain=True)
-
-    def close(self, timeout: float = 10.0) -> int:
-        """Wait up to ``timeout`` s for acknowledgements, publish ``offline``, disconnect.
-
-        Returns:
-            How many messages were still unacknowledged.
-        """
-        if self._client is None:
-            return 0
-        deadline = time.monotonic() + timeout
-        while self.queue_depth and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = self.queue_depth
-        if self._connected.is_set():
-            info = self._client.publish(self.topic("availability"), OFFLINE, qos=QOS, retain=True)
-            try:
-                info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                pass
-        self._client.disconnect()
-        self._client.loop_stop()
-        if left:
-            log.warning("%d message(s) not acknowledged by the broker within %.0f s", left, timeout)
-        return left
+    def _on_message(self, client, userdata, message):
+        text = message.payload.decode("utf-8", "replace").strip()
+        if message.topic == self.topic("paused/set"):
+            if text.upper() not in ("ON", "OFF"):
+                log.warning("ignored %r on %s: expected ON or OFF", text[:20], message.topic)
+            elif self.on_pause is not None:
+                self.on_pause(text.upper() == "ON")
+        elif text == "online":  # Home Assistant (re)started: announce again
+            log.info("Home Assistant is online: re-sending discovery")
+            with self._lock:
+                self._dirty.update(self._retained)

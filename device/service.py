@@ -10,6 +10,9 @@ One loop iteration (at least every ``POLL_S``):
 2. let the capture supervise itself (stall -> ``camera_stalled``, re-open with backoff);
 3. analyse the frame, feed the window aggregator, publish closed windows;
 4. ping the systemd watchdog when the capture is healthy (:mod:`device.systemd_notify`).
+
+The pause switch (``<prefix>/paused/set``) ends the capture (the camera is released) and
+drops the open window; while paused the loop only waits, still pinging the watchdog.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from device.types import Frame
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 30.0
+FLUSH_TIMEOUT_S = 30.0  # a finished file source waits this long for the broker's acknowledgements
+STOP_FLUSH_S = 5.0  # a stop signal waits at most this long (systemd's stop timeout is longer)
+PAUSED_KEY = "paused"
 POLL_S = 0.25  # longest wait for a frame before the loop supervises and pings anyway
 
 
@@ -46,7 +51,7 @@ class Service:
         settings: the validated configuration.
         analyzer: detector + orientation, already loaded.
         publisher: the MQTT/stdout publisher (not yet started).
-        state: durable state (``seq``).
+        state: durable state (the pause switch).
         notifier: systemd notifications (default: from ``$NOTIFY_SOCKET``).
         wall: wall clock for payload timestamps, seconds since the epoch (``time.time``).
         mono: monotonic clock for supervision, seconds (``time.monotonic``; live frames are
@@ -68,6 +73,10 @@ class Service:
         self.mono = mono
         self.capture_factory = capture_factory or default_capture
         self.stop_event = threading.Event()
+        self.paused = threading.Event()  # the pause switch: source released, nothing analysed
+        if state.get(PAUSED_KEY) == "1":
+            self.paused.set()
+        publisher.on_pause = self.set_paused
         self.windows = 0
         self._state = "starting"
         self._fps = 0.0
@@ -79,10 +88,12 @@ class Service:
         mean_ms = sum(self._inference_ms) / len(self._inference_ms) if self._inference_ms else 0.0
         return Status(
             state=self._state,
+            paused=self.paused.is_set(),
             accelerator=self.analyzer.accelerator,
             fps=round(self._fps, 2),
             inference_ms=round(mean_ms, 1),
-            queue_depth=self.publisher.queue_depth,
+            outbox_depth=self.publisher.depth,
+            dropped=self.publisher.dropped,
             version=__version__,
             timestamp=utc_iso(self._clock.now()),
             clock_synced=clock_synchronized(),
@@ -95,10 +106,20 @@ class Service:
         self.publisher.publish_status(self.status())
         self.notifier.status(state)
 
+    def set_paused(self, on: bool) -> None:
+        """The pause switch (``<prefix>/paused/set``): persisted at once; the run loop releases
+        the source before the next frame and drops the open window unpublished."""
+        if on != self.paused.is_set():
+            self.state.set(PAUSED_KEY, "1" if on else "0")
+            (self.paused.set if on else self.paused.clear)()
+            log.info("pause switch %s", "ON: releasing the source" if on else "OFF: resuming")
+            self._state = "paused" if on else "running"
+        self.publisher.publish_paused(on)
+        self.publisher.publish_status(self.status())
+
     def _emit(self, summary: WindowSummary) -> None:
         start, end = self._clock.to_wall(summary.start, summary.end)
-        payload = engagement(self.settings.device_id, self.state.next_seq(), summary, start, end)
-        self.publisher.publish_engagement(payload)
+        self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end))
         self.windows += 1
         self._fps = summary.frames_analyzed / max(summary.end - summary.start, 1e-6)
         self.publisher.publish_status(self.status())
@@ -129,14 +150,45 @@ class Service:
         """
         live = describe(self.settings.source) != "file" or self.settings.source_loop
         self._clock = WallClock(live, wall=self.wall, mono=self.mono)
+        self.publisher.start()
+        self.publisher.publish_paused(self.paused.is_set())
+        if self.paused.is_set():
+            log.info("pause switch is ON (kept from an earlier run): the source stays closed")
+        self._set_state("starting")
+        code, ended = 0, False
+        try:
+            while not ended and code == 0 and not self.stop_event.is_set():
+                if self.paused.is_set():
+                    self._wait_paused()
+                    continue
+                ended, code = self._capture(live)
+        finally:
+            self.notifier.stopping()
+        finished = ended and not live
+        self._set_state("finished" if finished else "stopped")
+        left = self.publisher.close(FLUSH_TIMEOUT_S if finished else STOP_FLUSH_S)
+        log.info("%d window(s) published, %d unacknowledged", self.windows, left)
+        return code
+
+    def _wait_paused(self) -> None:
+        self._set_state("paused")
+        self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
+        while self.paused.is_set() and not self.stop_event.wait(POLL_S):
+            self.watchdog.progress(self.mono())
+
+    def _capture(self, live: bool) -> tuple[bool, int]:
+        """Open the source and analyse it until it ends, a stop or pause is asked, or the
+        capture thread dies. The camera is released before this returns.
+
+        Returns:
+            (the source ended, exit code: 1 when the capture thread died, else 0).
+        """
         aggregator = WindowAggregator(self.settings.window_s, self.settings.min_group_size)
         capture = self.capture_factory(self.settings)
-        self.publisher.start()
-        self._set_state("starting")
         capture.start()
-        code, last, step = 0, None, 0.0
+        code, ended, last, step = 0, False, None, 0.0
         try:
-            while not self.stop_event.is_set():
+            while not self.stop_event.is_set() and not self.paused.is_set():
                 frame = capture.next_frame(POLL_S)
                 now = self.mono()
                 stalled = capture.supervise(now)
@@ -145,6 +197,7 @@ class Service:
                     code = 1
                     break
                 if frame is None and capture.finished:
+                    ended = True
                     break
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)
@@ -155,16 +208,15 @@ class Service:
                 if capture.healthy(now):
                     self.watchdog.progress(now)
         finally:
-            self.notifier.stopping()
             capture.stop()
+        if self.paused.is_set() and not self.stop_event.is_set():
+            aggregator.reset()
+            log.info("paused: source released, open window dropped")
+            return False, code
         end = None if last is None or live else last + step
         for summary in aggregator.flush(end):
             self._emit(summary)
-        finished = capture.finished and not self.stop_event.is_set()
-        self._set_state("finished" if finished else "stopped")
-        left = self.publisher.close(FLUSH_TIMEOUT_S)
-        log.info("%d window(s) published, %d unacknowledged", self.windows, left)
-        return code
+        return ended, code
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT end the run cleanly (flush, ``offline``)."""

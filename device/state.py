@@ -1,7 +1,9 @@
 """Durable device state in SQLite (WAL) under ``ROOMPULSE_STATE_DIR``.
 
-Holds small values that must survive a restart, such as the next engagement ``seq``.
-Only published figures and counters are ever stored here; never frames or per-face data.
+Holds small values that must survive a restart, such as the pause switch. The outbox and
+the next engagement ``seq`` live in the same file (:mod:`device.outbox`), so a window and
+its ``seq`` are committed together. Only published figures and counters are ever stored
+here; never frames or per-face data.
 """
 
 from __future__ import annotations
@@ -41,12 +43,6 @@ class StateStore:
 
     def set(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
-
-    def next_seq(self) -> int:
-        """Reserve and return the next engagement ``seq`` (0 on a new device)."""
-        seq = int(self.get("next_seq", "0"))
-        self.set("next_seq", str(seq + 1))
-        return seq
 
     def close(self) -> None:
         self._db.close()

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Make sure the system packages RoomPulse's build and tests need are present:
-# python3 with venv (python3-venv on Debian/Raspberry Pi OS) and, with --broker, mosquitto.
+# python3 with venv (python3-venv on Debian/Raspberry Pi OS) and, with --broker, mosquitto
+# (with mosquitto_passwd) and openssl for the broker tests.
 # Installs through apt-get only what is missing; uses sudo when not root.
 set -euo pipefail
 
 need=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = "--broker" ]; then
-  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # ships mosquitto_passwd
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)  # throwaway CA in the TLS tests
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -11,6 +11,7 @@ from device.config import Settings
 BAD_VALUES = {
     "ROOMPULSE_WINDOW_S": "sixty",
     "ROOMPULSE_MIN_GROUP_SIZE": "0",
+    "ROOMPULSE_ALLOW_SMALL_GROUPS": "perhaps",
     "ROOMPULSE_FPS": "-2",
     "ROOMPULSE_YAW_LIMIT_DEG": "120",
     "ROOMPULSE_PITCH_LIMIT_DEG": "abc",
@@ -107,3 +108,14 @@ def test_run_with_missing_source_file_is_one_line(tmp_path):
                        env=clean_env(ROOMPULSE_STATE_DIR=str(tmp_path / "state")))
     assert result.returncode == 1
     assert "gone.mp4: no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_min_group_size_below_three_needs_the_logged_override(tmp_path):
+    refused = roompulse("check-config", env=clean_env(ROOMPULSE_MIN_GROUP_SIZE="2"))
+    assert refused.returncode == 78
+    assert "ROOMPULSE_MIN_GROUP_SIZE=2 is below 3" in refused.stderr
+    assert "ROOMPULSE_ALLOW_SMALL_GROUPS" in refused.stderr
+    allowed = roompulse("check-config", env=clean_env(ROOMPULSE_MIN_GROUP_SIZE="2", ROOMPULSE_ALLOW_SMALL_GROUPS="true"))
+    assert allowed.returncode == 0
+    assert "WARNING" in allowed.stderr and "groups of 2 face(s)" in allowed.stderr
+    assert "ROOMPULSE_MIN_GROUP_SIZE=2" in allowed.stdout

@@ -6,7 +6,8 @@ import subprocess
 import sys
 import time
 
-from conftest import CLASSROOM, ROOT, clean_env, roompulse
+import conftest
+from conftest import CLASSROOM, ROOT, roompulse
 from device.payloads import Engagement
 from mqtt_helpers import Recorder
 
@@ -18,12 +19,7 @@ ENGAGEMENT_KEYS = {
 
 
 def service_env(broker, tmp_path, **extra):
-    return clean_env(
-        ROOMPULSE_MQTT_HOST="127.0.0.1", ROOMPULSE_MQTT_PORT=str(broker.port),
-        ROOMPULSE_DEVICE_ID="test-room", ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3",
-        ROOMPULSE_FPS="30", ROOMPULSE_STATE_DIR=str(tmp_path / "state"), ROOMPULSE_HA_DISCOVERY="false",
-        **extra,
-    )
+    return conftest.service_env(broker.port, tmp_path / "state", **extra)
 
 
 def test_every_window_reaches_a_subscriber_and_validates(broker, tmp_path):

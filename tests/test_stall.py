@@ -77,10 +77,10 @@ def test_stall_reported_reopened_and_no_stale_engagement(after, analyzer, broker
     capture = captures[0]
     assert capture.opens >= 3 and ScriptedCamera.opened >= 2  # re-opened after each stall
     # Stalled status within the configured time of the last new picture (+ one poll + one frame).
-    changes = [(json.loads(x)["state"]) for x in statuses]
-    assert changes[:2] == ["starting", "running"] and "camera_stalled" in changes
-    first_stall = next(i for i, s in enumerate(changes) if s == "camera_stalled")
-    assert changes[first_stall + 1:].count("running") >= 1  # recovered after the re-open
+    changes = [(json.loads(x)["state"]) for x in statuses]  # retained status: quick changes may coalesce
+    first_stall = changes.index("camera_stalled")
+    assert "running" in changes[:first_stall]
+    assert "running" in changes[first_stall + 1:]  # recovered after the re-open
     # No engagement from stale pictures: every analysed frame was a new picture.
     windows = [json.loads(line) for line in out.getvalue().splitlines()]
     analysed = sum(w["frames_analyzed"] for w in windows)

@@ -192,3 +192,24 @@ def test_dead_capture_thread_ends_the_run_non_zero(analyzer, notify, tmp_path):
     assert service.run() == 1
     assert time.monotonic() - began < 10
     state.close()
+
+
+@pytest.mark.timeout(60)
+def test_started_paused_is_ready_and_keeps_pinging(analyzer, notify, tmp_path):
+    """Pause switch kept ON from an earlier run: no camera, no inference, yet up and supervised."""
+    StateStore(tmp_path / "state").set("paused", "1")
+    opened = []
+
+    def factory(s):
+        opened.append(1)
+        return Capture(lambda: ScriptedCamera(5, "frozen"), s.fps, stall_s=5, hang_s=30)
+
+    service, thread, state = make_service(tmp_path, analyzer, notify, factory)
+    thread.start()
+    ready = notify.wait_for("READY=1", 10)
+    time.sleep(1.2)
+    service.stop_event.set()
+    thread.join(20)
+    state.close()
+    assert not opened  # the camera was never opened
+    assert len([t for t in notify.times("WATCHDOG=1") if t >= ready]) >= 2
