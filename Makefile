@@ -18,7 +18,10 @@ export ROOMPULSE_FPS ?= 30
 export ROOMPULSE_STATE_DIR ?= $(CURDIR)/.state
 ENV_FILE ?=
 
-.PHONY: run test venv models-fetch system-deps clean
+BUILD_VENV := .venv-build
+BUILD_STAMP := $(BUILD_VENV)/.installed
+
+.PHONY: run test venv models-fetch models models-check system-deps clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
@@ -35,6 +38,22 @@ $(FLOAT_MODELS): models/manifest.json scripts/fetch_models.py | $(STAMP)
 
 models-fetch: $(FLOAT_MODELS)
 
+# The int8 models are committed; 'make models' rebuilds them (and the manifest entries)
+# with ai-edge-quantizer in a separate build venv, so the runtime venv stays light.
+$(BUILD_STAMP): scripts/requirements-build.txt scripts/setup.sh
+	./scripts/setup.sh
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BUILD_VENV)/bin/python -m pip install -q -r scripts/requirements-build.txt
+	touch $(BUILD_STAMP)
+
+models: $(BUILD_STAMP) $(FLOAT_MODELS)
+	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py
+
+# Rebuild in memory and compare with the committed int8 files byte for byte.
+models-check: $(BUILD_STAMP) $(FLOAT_MODELS)
+	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py --check
+
 system-deps:
 	./scripts/setup.sh --broker
 
@@ -45,4 +64,4 @@ test: $(STAMP) $(FLOAT_MODELS) system-deps
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) .state $(FLOAT_MODELS)
+	rm -rf $(VENV) $(BUILD_VENV) .state $(FLOAT_MODELS)
