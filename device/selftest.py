@@ -19,6 +19,7 @@ from PIL import Image
 from device.detector.anchors import generate_anchors
 from device.detector.blazeface import VARIANTS, BlazeFace, to_input
 from device.detector.decode import NUM_COORDS, sigmoid
+from device.models import ModelError
 from device.runtime import TFLiteModel
 
 SELFTEST_IMAGE = Path(__file__).resolve().parent.parent / "models" / "selftest.png"
@@ -32,7 +33,7 @@ SCORE_ATOL = 0.05
 COORD_ATOL_PX = 3.0
 
 
-class SelfTestError(RuntimeError):
+class SelfTestError(ModelError):
     """The model's output on the self-test image differs from the stored expectation."""
 
 
