@@ -21,7 +21,10 @@ ENV_FILE ?=
 BUILD_VENV := .venv-build
 BUILD_STAMP := $(BUILD_VENV)/.installed
 
-.PHONY: run test venv models-fetch models models-check system-deps clean
+MEDIAPIPE_VENV := .venv-mediapipe
+MEDIAPIPE_STAMP := $(MEDIAPIPE_VENV)/.installed
+
+.PHONY: run test venv models-fetch models models-check bench system-deps clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
@@ -54,6 +57,16 @@ models: $(BUILD_STAMP) $(FLOAT_MODELS)
 models-check: $(BUILD_STAMP) $(FLOAT_MODELS)
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py --check
 
+# scripts/bench.py: float vs int8 vs MediaPipe's own detector on the classroom clip.
+$(MEDIAPIPE_STAMP): scripts/requirements-mediapipe.txt
+	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q -r scripts/requirements-mediapipe.txt
+	touch $(MEDIAPIPE_STAMP)
+
+bench: $(STAMP) $(FLOAT_MODELS) $(MEDIAPIPE_STAMP)
+	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) scripts/bench.py
+
 system-deps:
 	./scripts/setup.sh --broker
 
@@ -64,4 +77,4 @@ test: $(STAMP) $(FLOAT_MODELS) system-deps
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(BUILD_VENV) .state $(FLOAT_MODELS)
+	rm -rf $(VENV) $(BUILD_VENV) $(MEDIAPIPE_VENV) .state $(FLOAT_MODELS)

@@ -146,19 +146,27 @@ class TFLiteModel:
 
     @property
     def input_dtype(self) -> Any:
+        """numpy dtype of the input tensor (float32, int8 or uint8)."""
         return self._input["dtype"]
+
+    @property
+    def input_quantization(self) -> tuple[float, int]:
+        """``(scale, zero_point)`` of the input tensor; ``(0.0, 0)`` for a float input."""
+        scale, zero = self._input["quantization"]
+        return float(scale), int(zero)
 
     def invoke(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Run one inference.
 
         Args:
-            tensor: float32 real values of shape :attr:`input_shape`.
+            tensor: float32 real values of shape :attr:`input_shape`, or, for a quantized
+                input, values already quantized to :attr:`input_dtype` (used as they are).
 
         Returns:
             Each output tensor as float32 real values, in the model's output order.
         """
         detail = self._input
-        if detail["dtype"] in (np.int8, np.uint8):
+        if detail["dtype"] in (np.int8, np.uint8) and tensor.dtype != detail["dtype"]:
             scale, zero = detail["quantization"]
             tensor = quantize(tensor, scale, zero, detail["dtype"])
         self._interp.set_tensor(detail["index"], tensor.astype(detail["dtype"], copy=False))

@@ -139,6 +139,7 @@ def prepare_float(data: bytes) -> bytes:
     model = tflite_graph.read(data)
     tflite_graph.normalize_opcodes(model)
     tflite_graph.fold_constants(model)
+    tflite_graph.fuse_relu(model)
     tflite_graph.drop_metadata(model, {b"min_runtime_version"})
     tflite_graph.add_signature(model, SIGNATURE_INPUTS, SIGNATURE_OUTPUTS)
     shapes = [list(model.subgraphs[0].tensors[i].shape) for i in model.subgraphs[0].outputs]
@@ -278,6 +279,7 @@ def build(check: bool) -> int:
             "build": {
                 "script": "scripts/build_models.py",
                 "surgery": "operator codes normalized; DENSIFY and fp16 DEQUANTIZE folded into float32 constants; "
+                "standalone RELU fused into the op before it; "
                 "signature serving_default (input -> regressors, classificators); float I/O removed",
                 "recipe": RECIPE,
                 "calibration_statistic": f"per tensor, the {RANGE_QUANTILE} quantile of per-sample max (1 - that of min); input fixed to [-1, 1]; score logits fixed to [-10, 10]",

@@ -235,6 +235,45 @@ def prune(model: schema.ModelT) -> None:
             op.opcodeIndex = code_map[op.opcodeIndex]
 
 
+# Ops whose options carry a fused activation (TFLite applies it to the op's output).
+_FUSABLE = {OP.ADD: "AddOptionsT", OP.CONV_2D: "Conv2DOptionsT", OP.DEPTHWISE_CONV_2D: "DepthwiseConv2DOptionsT"}
+
+
+def fuse_relu(model: schema.ModelT) -> int:
+    """Fold each standalone ``RELU`` into the ADD/CONV that feeds it (fused activation RELU).
+
+    The float result is the same; after quantization a standalone int8 RELU is not taken
+    by XNNPACK and splits the graph into many delegate partitions (the short-range model:
+    18 partitions, int8 3x slower than float).
+
+    Returns:
+        The number of RELU ops folded.
+    """
+    graph = model.subgraphs[0]
+    producer = {out: op for op in graph.operators for out in op.outputs}
+    readers: dict[int, int] = {}
+    for op in graph.operators:
+        for i in op.inputs:
+            readers[i] = readers.get(i, 0) + 1
+    dropped = []
+    for op in graph.operators:
+        if opcode(model, op) != OP.RELU:
+            continue
+        source = producer.get(op.inputs[0])
+        if source is None or opcode(model, source) not in _FUSABLE or readers.get(op.inputs[0]) != 1:
+            continue
+        if op.inputs[0] in graph.outputs or source.builtinOptions is None:
+            continue
+        if source.builtinOptions.fusedActivationFunction != schema.ActivationFunctionType.NONE:
+            continue
+        source.builtinOptions.fusedActivationFunction = schema.ActivationFunctionType.RELU
+        source.outputs = list(op.outputs)
+        dropped.append(op)
+    graph.operators = [op for op in graph.operators if all(op is not d for d in dropped)]
+    prune(model)
+    return len(dropped)
+
+
 def drop_metadata(model: schema.ModelT, names: set[bytes]) -> None:
     """Remove metadata entries by name (e.g. a stale ``min_runtime_version``)."""
     model.metadata = [m for m in model.metadata or [] if m.name not in names] or None
