@@ -7,7 +7,8 @@ One run on this machine over the classroom clip (45 frames, 480x270), default se
 * bare ``Interpreter.invoke()`` per tile (input already set: the limit);
 * pipeline per frame (letterbox, quantize, invoke, decode, NMS, head pose), decode
   excluded and included; frames per second; ratio to tiles x bare invoke;
-* float vs int8 (each model in its own process, so peak RSS is per model);
+* float vs int8, timed in one process, interleaved frame by frame (medians per frame);
+  peak RSS of each model in a fresh process running the pipeline over the clip;
 * tiling off (one letterboxed pass per frame) vs MediaPipe's own face detector
   (``scripts/bench_mediapipe.py`` in ``.venv-mediapipe``), same frames, same full-range
   model, same minimum score: throughput ratio and detection agreement.
@@ -37,79 +38,74 @@ MODELS = ("blazeface_full_range_float", "blazeface_full_range_int8")
 INVOKES = 200
 
 
-def worker(model: str, repeat: int) -> dict:
-    """Measure one model in this process; returns the figures as a dict."""
+def measure(repeat: int) -> dict:
+    """Time both models in this process, interleaved frame by frame so that the load of
+    other processes on this shared machine hits both alike; medians per frame."""
     import numpy as np
 
     from device.config import Settings
-    from device.detector import letterboxed_input
-    from device.detector.blazeface import to_input
+    from device.detector import FaceDetector, TilingOptions, letterboxed_input
     from device.pipeline import build_analyzer
-    from device.runtime import quantize
     from device.source import read_file
 
-    settings = Settings(_env_file=None, state_dir=Path("/nonexistent"), model=model, accelerator="cpu")
-    analyzer = build_analyzer(settings)
     began = time.perf_counter()
     frames = [f.rgb for f in read_file(CLIP)]
     decode_ms = (time.perf_counter() - began) * 1000 / len(frames)
-    detector = analyzer.detector
-    regions = detector.regions(frames[0].shape[1], frames[0].shape[0])
-
-    # Bare invoke: the first tile of frame 0, set once, invoked INVOKES times.
-    tflite = detector.model.model
-    interp, detail = tflite._interp, tflite._input
-    tensor = to_input(letterboxed_input(frames[0], regions[0], detector.model.input_size)[0])
-    if detail["dtype"] != np.float32:
-        tensor = quantize(tensor, *detail["quantization"], detail["dtype"])
-    interp.set_tensor(detail["index"], tensor)
-    times = []
-    for _ in range(INVOKES):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times.append(time.perf_counter() - t0)
-    invoke_ms = statistics.median(times) * 1000
-
-    def per_frame(fn) -> float:
-        t0 = time.perf_counter()
-        for _ in range(repeat):
-            for rgb in frames:
-                fn(rgb)
-        return (time.perf_counter() - t0) * 1000 / (repeat * len(frames))
-
-    pipeline_ms = per_frame(analyzer.faces)
-    t0 = time.perf_counter()
+    runs = {}
+    for model in MODELS:
+        settings = Settings(_env_file=None, state_dir=Path("/nonexistent"), model=model, accelerator="cpu")
+        analyzer = build_analyzer(settings)
+        detector = analyzer.detector
+        regions = detector.regions(frames[0].shape[1], frames[0].shape[0])
+        tflite = detector.model.model
+        # Bare invoke: the first tile of frame 0, set once; invoke() alone is timed.
+        inp = detector.model._lut[letterboxed_input(frames[0], regions[0], detector.model.input_size)[0]][None]
+        tflite._interp.set_tensor(tflite._input["index"], inp)
+        single = FaceDetector(detector.model, TilingOptions(tile=0), settings.min_score)
+        runs[model] = {"analyzer": analyzer, "interp": tflite._interp, "tiles": len(regions), "single": single,
+                       "bare": [], "pipe": [], "notile": [], "threads": settings.threads}
     for _ in range(repeat):
-        for frame in read_file(CLIP):
-            analyzer.faces(frame.rgb)
-    included_ms = (time.perf_counter() - t0) * 1000 / (repeat * len(frames))
+        for rgb in frames:
+            for model in MODELS:
+                run = runs[model]
+                t0 = time.perf_counter()
+                for _ in range(run["tiles"]):
+                    run["interp"].invoke()
+                t1 = time.perf_counter()
+                run["analyzer"].faces(rgb)
+                t2 = time.perf_counter()
+                run["single"].detect(rgb)
+                t3 = time.perf_counter()
+                run["bare"].append((t1 - t0) * 1000 / run["tiles"])
+                run["pipe"].append((t2 - t1) * 1000)
+                run["notile"].append((t3 - t2) * 1000)
+    out = {}
+    for model, run in runs.items():
+        notile = [[{"box": d.box.tolist(), "keypoints": d.keypoints.tolist()} for d in run["single"].detect(rgb)]
+                  for rgb in frames]
+        out[model] = {
+            "frames": len(frames), "tiles_per_frame": run["tiles"], "threads": run["threads"],
+            "invoke_ms": float(np.median(run["bare"])), "pipeline_ms": float(np.median(run["pipe"])),
+            "decode_ms": decode_ms, "included_ms": float(np.median(run["pipe"])) + decode_ms,
+            "notile_ms": float(np.median(run["notile"])), "notile_detections": notile,
+        }
+    return out
 
-    # Tiling off: one letterboxed pass per frame, the way MediaPipe runs the model.
-    from device.detector import FaceDetector, TilingOptions
 
-    single = FaceDetector(detector.model, TilingOptions(tile=0), settings.min_score)
-    notile_ms = per_frame(single.detect)
-    notile = [[{"box": d.box.tolist(), "keypoints": d.keypoints.tolist()} for d in single.detect(rgb)]
-              for rgb in frames]
-    return {
-        "model": model,
-        "frames": len(frames),
-        "tiles_per_frame": len(regions),
-        "invoke_ms": invoke_ms,
-        "pipeline_ms": pipeline_ms,
-        "decode_ms": decode_ms,
-        "included_ms": included_ms,
-        "notile_ms": notile_ms,
-        "notile_detections": notile,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "threads": settings.threads,
-    }
-
-
-def run_worker(model: str, repeat: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", model, "--repeat", str(repeat)],
+def peak_rss(model: str) -> float:
+    """Peak RSS in MB of a fresh process that runs the default pipeline with ``model``
+    over the clip, decoding as it goes (what the service does)."""
+    code = (
+        "import resource, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+        "from device.config import Settings; from device.pipeline import build_analyzer\n"
+        "from device.source import read_file\n"
+        "a = build_analyzer(Settings(_env_file=None, state_dir=Path('/x'), model=sys.argv[2], accelerator='cpu'))\n"
+        "[a.faces(f.rgb) for f in read_file(sys.argv[3])]\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT), model, str(CLIP)],
                          check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.splitlines()[-1])
+    return float(out.stdout.split()[-1])
 
 
 def run_mediapipe(min_score: float, repeat: int) -> dict | None:
@@ -145,7 +141,7 @@ def report(results: dict, mediapipe: dict | None) -> None:
     def row(label, fn, fmt="{:12.2f}"):
         print(f"{label:44s}" + "".join(fmt.format(fn(results[m])) for m in MODELS))
 
-    row("bare invoke() per tile, ms (median)", lambda r: r["invoke_ms"])
+    row("bare invoke() per tile, ms", lambda r: r["invoke_ms"])
     row("tiles x bare invoke per frame, ms (limit)", lambda r: r["tiles_per_frame"] * r["invoke_ms"])
     row("pipeline per frame, decode excluded, ms", lambda r: r["pipeline_ms"])
     row("  ratio to the limit (target <= 1.15)", lambda r: r["pipeline_ms"] / (r["tiles_per_frame"] * r["invoke_ms"]))
@@ -171,13 +167,11 @@ def report(results: dict, mediapipe: dict | None) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.repeat)))
-        return 0
-    results = {m: run_worker(m, args.repeat) for m in MODELS}
+    results = measure(args.repeat)
+    for model in MODELS:
+        results[model]["peak_rss_mb"] = peak_rss(model)
     from device.config import Settings
 
     min_score = Settings(_env_file=None).min_score
