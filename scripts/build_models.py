@@ -21,6 +21,10 @@ Run with the build venv (``make models`` creates ``.venv-build`` from
 ``scripts/requirements-build.txt``); the runtime never needs ``ai-edge-quantizer``.
 The same inputs and pinned tools give byte-identical files, which ``--check`` verifies.
 
+Environment (for experiments; the manifest records the values used): ``CALIBRATION_STEP``
+(every n-th frame, default 3), ``RANGE_QUANTILE`` (default 0.5), ``BUILD_ONLY`` (build only
+the models whose name contains this, e.g. ``full``).
+
 Exit status: 0 on success; 1 when a check fails.
 """
 
@@ -223,8 +227,6 @@ def quantize(prepared: bytes, samples: list[np.ndarray]) -> tuple[bytes, dict]:
     qsvs[input_tensor(prepared)] = {"min": np.float32(-1.0), "max": np.float32(1.0)}
     result = q.quantize(qsvs, enable_progress_report=False)
     model = tflite_graph.read(bytes(result.quantized_model))
-    if os.environ.get("BUILD_DUMP"):
-        Path(os.environ["BUILD_DUMP"]).write_bytes(bytes(result.quantized_model))
     tflite_graph.integer_data_movement(model)
     tflite_graph.integer_interface(model)
     return tflite_graph.write(model), result.recipe
