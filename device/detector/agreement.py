@@ -98,10 +98,10 @@ class Agreement:
 
     def summary(self) -> str:
         """One line of the figures, for test output and the benchmark."""
+        facing = f"{self.facing_agreement:.3f}" if self.facing_pairs else "not compared"
         return (f"{self.total_a} vs {self.total_b} detections, {self.matched} matched: "
                 f"recall {self.recall:.3f}, precision {self.precision:.3f}, median keypoint shift "
-                f"{100 * self.median_keypoint_shift:.2f}% of box width, facing-front agreement "
-                f"{self.facing_agreement:.3f}")
+                f"{100 * self.median_keypoint_shift:.2f}% of box width, facing-front agreement {facing}")
 
 
 def add_faces(agreement: Agreement, faces_a: list, faces_b: list) -> None:
