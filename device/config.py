@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     yaw_limit_deg: float = Field(30.0, gt=0, le=90, description="facing-front limit on |yaw|, degrees")
     pitch_limit_deg: float = Field(25.0, gt=0, le=90, description="facing-front limit on |pitch|, degrees")
     accelerator: Literal["auto", "cpu", "edgetpu"] = Field("auto", description="inference accelerator")
-    model: str = Field("blazeface_full_range_float", description="model name from models/manifest.json")
+    # Float stays the default: the int8 build misses the accuracy bar on small
+    # faces (models/README.md, "Accuracy"); ROOMPULSE_MODEL=blazeface_full_range_int8 selects it.
+    model: str = Field("blazeface_full_range_float",
+                       description="model name from models/manifest.json (*_float or *_int8)")
     threads: int = Field(2, ge=1, le=16, description="interpreter CPU threads")
     tile_size: int = Field(160, ge=0, le=4096, description="tile side in frame pixels; 0 = no tiling")
     tile_overlap: int = Field(48, ge=0, le=4096, description="overlap between tiles in frame pixels")

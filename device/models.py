@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = MODELS_DIR / "manifest.json"
 FETCH_HINT = "run 'make models-fetch' (scripts/fetch_models.py) to fetch and check it"
+EDGETPU_HINT = "compile it with edgetpu_compiler and record it in the manifest (models/README.md)"
 
 
 class ModelError(RuntimeError):
@@ -23,13 +24,20 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One manifest entry: ``name`` is its key, ``variant`` ``"full"`` or ``"short"``."""
+    """One manifest entry: ``name`` is its key, ``variant`` ``"full"`` or ``"short"``.
+
+    ``selftest`` is the stored self-test expectation (``device.selftest``), ``edgetpu`` the
+    compiled Edge TPU model of an int8 entry (``{"file", "sha256", "bytes"}``; hash and size
+    are null until someone has compiled it, see models/README.md); both may be None.
+    """
 
     name: str
     file: str
     sha256: str
     size: int
     variant: str
+    selftest: dict | None = field(default=None, compare=False)
+    edgetpu: dict | None = field(default=None, compare=False)
 
 
 def load_manifest(path: Path = MANIFEST) -> dict[str, ModelEntry]:
@@ -41,7 +49,8 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, ModelEntry]:
     try:
         data = json.loads(path.read_text())
         return {
-            name: ModelEntry(name, m["file"], m["sha256"], int(m["bytes"]), m["variant"])
+            name: ModelEntry(name, m["file"], m["sha256"], int(m["bytes"]), m["variant"],
+                             m.get("selftest"), m.get("edgetpu"))
             for name, m in data["models"].items()
         }
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -92,3 +101,26 @@ def resolve(name: str, directory: Path = MODELS_DIR, manifest: Path = MANIFEST) 
         raise ModelError(f"unknown model '{name}'; the manifest lists: {', '.join(sorted(entries))}")
     entry = entries[name]
     return verify(entry, directory), entry
+
+
+def edgetpu_model(entry: ModelEntry, directory: Path = MODELS_DIR) -> Path:
+    """The verified Edge TPU compilation of an int8 model.
+
+    Raises:
+        ModelError: the entry has no Edge TPU counterpart (a float model), the compiled
+            file is missing, its hash is not recorded, or it fails :func:`verify`.
+    """
+    if not entry.edgetpu:
+        raise ModelError(f"model '{entry.name}' has no Edge TPU version; use an int8 model "
+                         "(ROOMPULSE_MODEL=blazeface_full_range_int8)")
+    path = directory / entry.edgetpu["file"]
+    if not path.is_file():
+        raise ModelError(f"Edge TPU model {path} is missing; {EDGETPU_HINT}")
+    if not entry.edgetpu.get("sha256"):
+        raise ModelError(f"Edge TPU model {path} has no sha256 in the manifest; {EDGETPU_HINT}")
+    tpu = ModelEntry(entry.name + "_edgetpu", entry.edgetpu["file"], entry.edgetpu["sha256"],
+                     int(entry.edgetpu["bytes"]), entry.variant)
+    try:
+        return verify(tpu, directory)
+    except ModelError as exc:
+        raise ModelError(str(exc).replace(FETCH_HINT, EDGETPU_HINT)) from exc

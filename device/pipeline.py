@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
 from device.config import Settings
 from device.detector import FaceDetector, TilingOptions
 from device.detector.blazeface import VARIANTS, BlazeFace
-from device.models import resolve
+from device.models import MANIFEST, MODELS_DIR, ModelError, edgetpu_model, resolve
 from device.orientation import orient
-from device.runtime import TFLiteModel
+from device.runtime import AcceleratorUnavailable, TFLiteModel, load_edgetpu_delegate
+from device.selftest import run_selftest
 from device.types import Face, Frame, FrameResult
+
+log = logging.getLogger(__name__)
 
 
 class Analyzer:
@@ -44,19 +49,65 @@ class Analyzer:
         return FrameResult(frame.timestamp, len(faces), sum(f.facing_front for f in faces))
 
 
-def build_analyzer(settings: Settings) -> Analyzer:
-    """Load and verify the configured model and build the analyzer.
+def choose_accelerator(accelerator: str, entry, directory: Path = MODELS_DIR) -> tuple[str, Path | None, list | None]:
+    """Decide where inference runs.
+
+    Args:
+        accelerator: ``ROOMPULSE_ACCELERATOR``: ``"auto"``, ``"cpu"`` or ``"edgetpu"``.
+        entry: the manifest entry of the configured model.
+        directory: where the model files are.
+
+    Returns:
+        ``("edgetpu", compiled model path, [delegate])`` when the Edge TPU delegate loads and
+        the compiled model is present and verified; else ``("cpu", None, None)``. With
+        ``auto`` a missing piece logs one warning naming it.
 
     Raises:
-        device.models.ModelError: the model file is missing, truncated or altered.
-        device.runtime.RuntimeUnavailable: no TFLite runtime is installed.
-        ValueError: the model cannot be loaded or does not fit its BlazeFace variant;
-            or ``ROOMPULSE_ACCELERATOR=edgetpu`` (not supported by this build yet).
+        AcceleratorUnavailable: with ``edgetpu``, naming everything that is missing
+            (the delegate library, the compiled model, or both).
     """
-    if settings.accelerator == "edgetpu":
-        raise ValueError("ROOMPULSE_ACCELERATOR=edgetpu: this build runs on the CPU only; use auto or cpu")
-    path, entry = resolve(settings.model)
-    model = BlazeFace(TFLiteModel(path, num_threads=settings.threads), VARIANTS[entry.variant])
+    if accelerator == "cpu":
+        return "cpu", None, None
+    problems, path, delegate = [], None, None
+    try:
+        path = edgetpu_model(entry, directory)
+    except ModelError as exc:
+        problems.append(str(exc))
+    try:
+        delegate = load_edgetpu_delegate()
+    except AcceleratorUnavailable as exc:
+        problems.append(str(exc))
+    if not problems:
+        return "edgetpu", path, [delegate]
+    if accelerator == "edgetpu":
+        raise AcceleratorUnavailable("ROOMPULSE_ACCELERATOR=edgetpu cannot run: " + "; ".join(problems)
+                                     + " (ROOMPULSE_ACCELERATOR=auto falls back to the CPU)")
+    log.warning("Edge TPU not used, running on the CPU: %s", "; ".join(problems))
+    return "cpu", None, None
+
+
+def build_analyzer(settings: Settings, directory: Path = MODELS_DIR, manifest: Path = MANIFEST) -> Analyzer:
+    """Load and verify the configured model, pick the accelerator, self-test, build the analyzer.
+
+    Args:
+        settings: ``model``, ``accelerator``, ``threads``, tiling, ``min_score`` and the
+            facing-front limits are used.
+        directory, manifest: where the model files and their manifest are (tests use copies).
+
+    Raises:
+        device.models.ModelError: the model file is missing, truncated or altered;
+            or, as :class:`device.selftest.SelfTestError`, its self-test output differs.
+        device.runtime.AcceleratorUnavailable: ``ROOMPULSE_ACCELERATOR=edgetpu`` and the
+            delegate or the compiled model is missing.
+        device.runtime.RuntimeUnavailable: no TFLite runtime is installed.
+        ValueError: the model cannot be loaded or does not fit its BlazeFace variant.
+    """
+    path, entry = resolve(settings.model, directory, manifest)
+    accelerator, tpu_path, delegates = choose_accelerator(settings.accelerator, entry, directory)
+    model = BlazeFace(TFLiteModel(tpu_path or path, num_threads=settings.threads, delegates=delegates),
+                      VARIANTS[entry.variant])
+    best = run_selftest(model, entry.selftest, entry.name)
+    log.info("model %s on %s passed its self-test (best score %.3f)", entry.name, accelerator, best)
     tiling = TilingOptions(tile=settings.tile_size, overlap=settings.tile_overlap)
     detector = FaceDetector(model, tiling, settings.min_score)
-    return Analyzer(detector, settings.yaw_limit_deg, settings.pitch_limit_deg, "cpu")
+    return Analyzer(detector, settings.yaw_limit_deg, settings.pitch_limit_deg, accelerator)

@@ -8,6 +8,7 @@ a fallback for old Raspberry Pi OS images.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,17 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+# The Edge TPU runtime library's soname, as Coral's Debian packages install it
+# (libedgetpu1-std / libedgetpu1-max: /usr/lib/<arch>-linux-gnu/libedgetpu.so.1).
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
 class RuntimeUnavailable(RuntimeError):
     """Neither ``ai-edge-litert`` nor ``tflite-runtime`` can be imported."""
+
+
+class AcceleratorUnavailable(RuntimeUnavailable):
+    """The requested accelerator (its delegate library or its compiled model) is missing."""
 
 
 def interpreter_class() -> tuple[type, str]:
@@ -44,6 +54,41 @@ def interpreter_class() -> tuple[type, str]:
         "no TFLite runtime: install 'ai-edge-litert' (pip install ai-edge-litert) or, on "
         "Python <= 3.11 with numpy < 2, 'tflite-runtime' (" + "; ".join(errors) + ")"
     )
+
+
+def load_edgetpu_delegate(library: str = EDGETPU_LIBRARY) -> Any:
+    """Load the Edge TPU delegate through the runtime package in use.
+
+    Returns:
+        The delegate object, to pass to :class:`TFLiteModel` in ``delegates``.
+
+    Raises:
+        RuntimeUnavailable: no runtime package.
+        AcceleratorUnavailable: the library cannot be loaded (not installed, wrong
+            architecture, or no Edge TPU attached), naming the library and the cause.
+    """
+    _, runtime = interpreter_class()
+    try:
+        # Probe with the dynamic loader first: load_delegate's failure path leaves a
+        # half-built Delegate whose __del__ prints a traceback (ai-edge-litert 2.3).
+        ctypes.CDLL(library)
+    except OSError as exc:
+        raise AcceleratorUnavailable(
+            f"cannot load the Edge TPU delegate {library} ({exc}); install Coral's libedgetpu1-std "
+            "and attach the Edge TPU (models/README.md)"
+        ) from exc
+    if runtime == "ai-edge-litert":
+        from ai_edge_litert.interpreter import load_delegate
+    else:
+        from tflite_runtime.interpreter import load_delegate
+    try:
+        return load_delegate(library)
+    except (ValueError, OSError, RuntimeError) as exc:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AcceleratorUnavailable(
+            f"cannot load the Edge TPU delegate {library} ({cause}); install Coral's libedgetpu1-std "
+            "and attach the Edge TPU (models/README.md)"
+        ) from exc
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
@@ -101,19 +146,27 @@ class TFLiteModel:
 
     @property
     def input_dtype(self) -> Any:
+        """numpy dtype of the input tensor (float32, int8 or uint8)."""
         return self._input["dtype"]
+
+    @property
+    def input_quantization(self) -> tuple[float, int]:
+        """``(scale, zero_point)`` of the input tensor; ``(0.0, 0)`` for a float input."""
+        scale, zero = self._input["quantization"]
+        return float(scale), int(zero)
 
     def invoke(self, tensor: np.ndarray) -> list[np.ndarray]:
         """Run one inference.
 
         Args:
-            tensor: float32 real values of shape :attr:`input_shape`.
+            tensor: float32 real values of shape :attr:`input_shape`, or, for a quantized
+                input, values already quantized to :attr:`input_dtype` (used as they are).
 
         Returns:
             Each output tensor as float32 real values, in the model's output order.
         """
         detail = self._input
-        if detail["dtype"] in (np.int8, np.uint8):
+        if detail["dtype"] in (np.int8, np.uint8) and tensor.dtype != detail["dtype"]:
             scale, zero = detail["quantization"]
             tensor = quantize(tensor, scale, zero, detail["dtype"])
         self._interp.set_tensor(detail["index"], tensor.astype(detail["dtype"], copy=False))

@@ -8,7 +8,7 @@ import numpy as np
 
 from device.detector.anchors import FULL_RANGE, SHORT_RANGE, AnchorSpec, generate_anchors
 from device.detector.decode import NUM_COORDS, decode
-from device.runtime import TFLiteModel
+from device.runtime import TFLiteModel, quantize
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,20 @@ def to_input(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) / 127.5 - 1.0)[None]
 
 
+def input_lut(model: TFLiteModel) -> np.ndarray:
+    """The model's input value for each uint8 pixel value: (256,) of the input dtype.
+
+    :func:`to_input` and, for a quantized input, :func:`device.runtime.quantize` are
+    element-wise, so indexing this table with a uint8 image gives exactly their result
+    in one pass (a 192x192x3 tile: one gather instead of four float array operations).
+    """
+    values = to_input(np.arange(256, dtype=np.uint8).reshape(16, 16, 1))[0].reshape(256)
+    if model.input_dtype in (np.int8, np.uint8):
+        scale, zero = model.input_quantization
+        return quantize(values, scale, zero, model.input_dtype)
+    return values.astype(model.input_dtype)
+
+
 class BlazeFace:
     """A loaded BlazeFace model and its anchors.
 
@@ -54,6 +68,7 @@ class BlazeFace:
         self.model = model
         self.variant = variant
         self.anchors = generate_anchors(variant.anchors)
+        self._lut = input_lut(model)
         size = variant.anchors.input_size
         if model.input_shape != (1, size, size, 3):
             raise ValueError(
@@ -75,7 +90,7 @@ class BlazeFace:
         Returns:
             ``(boxes, keypoints, scores)`` normalised to the input, see :func:`decode`.
         """
-        outputs = self.model.invoke(to_input(rgb))
+        outputs = self.model.invoke(self._lut[rgb][None])
         regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
         logits = next(o for o in outputs if o.shape[-1] == 1)
         threshold = self.variant.min_score if min_score is None else min_score
