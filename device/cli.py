@@ -1,7 +1,8 @@
 """The ``roompulse`` command: ``run``, ``analyze``, ``check-config``.
 
 Exit codes: 0 success; 1 a runtime failure (model, source, state) with a one-line
-message; 2 bad command-line usage; 78 invalid configuration (EX_CONFIG).
+message; 2 bad command-line usage; 78 invalid configuration (EX_CONFIG), including a
+source that cannot work on this system (picamera2 selected but not installed).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 from device import __version__
 from device.config import EX_CONFIG, SMALL_GROUP_FLOOR, ConfigError, Settings, load_settings
+from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
-from device.source import SourceError, read_file
+from device.sources import SourceError, SourceUnavailable, preflight
+from device.sources.files import read_file
 from device.state import StateError
 
 log = logging.getLogger("roompulse")
@@ -73,6 +76,7 @@ def cmd_run(settings: Settings) -> int:
     from device.service import Service
     from device.state import StateStore
 
+    preflight(settings.source)
     state = StateStore(settings.state_dir)
     analyzer = build_analyzer(settings)
     service = Service(settings, analyzer, Publisher(settings), state)
@@ -97,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     if settings.min_group_size < SMALL_GROUP_FLOOR:
         log.warning("ROOMPULSE_ALLOW_SMALL_GROUPS override: scores are published for groups of %d face(s), "
                     "below the privacy floor of %d", settings.min_group_size, SMALL_GROUP_FLOOR)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(report(settings), end="")
             return 0
         return cmd_run(settings)
-    except ConfigError as exc:
+    except (ConfigError, SourceUnavailable) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
     except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:

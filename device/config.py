@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     source: str = Field("picamera2", min_length=1,
                         description="picamera2, a V4L2 index or /dev/video path, an rtsp:// or http:// URL, or a file")
     source_loop: bool = Field(False, description="repeat a file source forever (demos, soak tests)")
+    camera_size: str = Field("1280x720", pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$",
+                             description="picamera2 main stream size, WIDTHxHEIGHT in pixels")
+    source_timeout_s: float = Field(10.0, gt=0, le=300,
+                                    description="open and read timeout of V4L2 devices and streams, seconds")
+    stall_s: float = Field(8.0, gt=0, le=3600,
+                           description="seconds without a new picture before camera_stalled and a re-open")
+    reopen_backoff_max_s: float = Field(60.0, gt=0, le=3600,
+                                        description="longest wait between camera re-open attempts, seconds")
+    hang_s: float = Field(20.0, gt=0, le=3600,
+                          description="a camera call or inference taking longer stops the systemd watchdog pings, seconds")
     mqtt_host: str = Field("", description="broker host name; empty = print payloads to stdout only")
     mqtt_port: int | None = Field(None, ge=1, le=65535, description="broker port (1883, or 8883 with TLS)")
     mqtt_username: str | None = Field(None, description="broker user name")
@@ -110,6 +120,19 @@ class Settings(BaseSettings):
         if self.tile_size and self.tile_overlap >= self.tile_size:
             raise ValueError("ROOMPULSE_TILE_OVERLAP must be smaller than ROOMPULSE_TILE_SIZE")
         return self
+
+    @model_validator(mode="after")
+    def _hang(self):
+        if self.hang_s <= self.source_timeout_s:
+            raise ValueError("ROOMPULSE_HANG_S must be larger than ROOMPULSE_SOURCE_TIMEOUT_S "
+                             "(a read that times out normally is not a hang)")
+        return self
+
+    @property
+    def camera_wh(self) -> tuple[int, int]:
+        """``camera_size`` as (width, height) pixels."""
+        width, height = self.camera_size.split("x")
+        return int(width), int(height)
 
     @model_validator(mode="after")
     def _files_exist(self):

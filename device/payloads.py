@@ -85,6 +85,8 @@ class Status(BaseModel):
         None, description="when the broker last acknowledged a window, UTC ISO-8601; null if never in this run")
     version: str = Field(description="RoomPulse version")
     timestamp: str = Field(description="when the status was made, UTC ISO-8601")
+    clock_synced: bool | None = Field(
+        None, description="wall clock synchronised by NTP since boot (systemd-timesyncd); null when unknown")
 
     def to_json(self) -> str:
         """The wire form: compact JSON."""

@@ -1,7 +1,18 @@
 """``roompulse run``: source -> analyzer -> window aggregator -> publisher.
 
-The imperative shell: it owns the clock, the source, the state store and the publisher,
-and passes frames through the pure stages. Frames are dropped as soon as they are analysed.
+The imperative shell: it owns the clocks, the capture, the state store, the publisher and
+the systemd notifications, and passes frames through the pure stages. Frames are dropped
+as soon as they are analysed.
+
+One loop iteration (at least every ``POLL_S``):
+
+1. take the newest frame from the capture worker (:mod:`device.supervisor`), if any;
+2. let the capture supervise itself (stall -> ``camera_stalled``, re-open with backoff);
+3. analyse the frame, feed the window aggregator, publish closed windows;
+4. ping the systemd watchdog when the capture is healthy (:mod:`device.systemd_notify`).
+
+The pause switch (``<prefix>/paused/set``) ends the capture (the camera is released) and
+drops the open window; while paused the loop only waits, still pinging the watchdog.
 """
 
 from __future__ import annotations
@@ -10,17 +21,19 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 
 from device import __version__
 from device.aggregator import WindowAggregator, WindowSummary
+from device.clock import WallClock, clock_synchronized
 from device.config import Settings
 from device.payloads import Status, engagement, utc_iso
 from device.pipeline import Analyzer
 from device.publisher import Publisher
-from device.source import describe, open_source
+from device.sources import describe, make_source
 from device.state import StateStore
+from device.supervisor import Capture
+from device.systemd_notify import Notifier, Watchdog
 from device.types import Frame
 
 log = logging.getLogger(__name__)
@@ -28,38 +41,7 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0  # a finished file source waits this long for the broker's acknowledgements
 STOP_FLUSH_S = 5.0  # a stop signal waits at most this long (systemd's stop timeout is longer)
 PAUSED_KEY = "paused"
-
-
-def throttle(frames: Iterator[Frame], fps: float) -> Iterator[Frame]:
-    """Pass at most ``fps`` frames per second of the source's timeline, dropping the rest."""
-    period = 1.0 / fps
-    due = None
-    for frame in frames:
-        stamp = frame.timestamp
-        if due is None or stamp >= due - 1e-6:
-            # Keep the average rate; after a gap, restart the schedule from this frame.
-            due = stamp + period if due is None or stamp >= due + period else due + period
-            yield frame
-
-
-class Clock:
-    """Maps source timestamps to wall-clock times for payloads.
-
-    Live sources are stamped with ``time.monotonic()``: wall time is ``now - (mono_now - t)``.
-    Files are stamped from 0: their timeline is laid from the moment the run started.
-    """
-
-    def __init__(self, live: bool):
-        self.live = live
-        self.started = datetime.now(timezone.utc)
-        self.origin: float | None = None
-
-    def wall(self, stamp: float) -> datetime:
-        if self.live:
-            return datetime.now(timezone.utc) - timedelta(seconds=time.monotonic() - stamp)
-        if self.origin is None:
-            self.origin = stamp
-        return self.started + timedelta(seconds=stamp - self.origin)
+POLL_S = 0.25  # longest wait for a frame before the loop supervises and pings anyway
 
 
 class Service:
@@ -70,13 +52,26 @@ class Service:
         analyzer: detector + orientation, already loaded.
         publisher: the MQTT/stdout publisher (not yet started).
         state: durable state (the pause switch).
+        notifier: systemd notifications (default: from ``$NOTIFY_SOCKET``).
+        wall: wall clock for payload timestamps, seconds since the epoch (``time.time``).
+        mono: monotonic clock for supervision, seconds (``time.monotonic``; live frames are
+            stamped with it too, so only replace it together with the source).
+        capture_factory: builds the :class:`Capture` (tests pass their own sources).
     """
 
-    def __init__(self, settings: Settings, analyzer: Analyzer, publisher: Publisher, state: StateStore):
+    def __init__(self, settings: Settings, analyzer: Analyzer, publisher: Publisher, state: StateStore,
+                 notifier: Notifier | None = None, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic,
+                 capture_factory: Callable[[Settings], Capture] | None = None):
         self.settings = settings
         self.analyzer = analyzer
         self.publisher = publisher
         self.state = state
+        self.notifier = notifier or Notifier()
+        self.watchdog = Watchdog(self.notifier)
+        self.wall = wall
+        self.mono = mono
+        self.capture_factory = capture_factory or default_capture
         self.stop_event = threading.Event()
         self.paused = threading.Event()  # the pause switch: source released, nothing analysed
         if state.get(PAUSED_KEY) == "1":
@@ -86,6 +81,7 @@ class Service:
         self._state = "starting"
         self._fps = 0.0
         self._inference_ms: list[float] = []
+        self._clock = WallClock(live=True, wall=wall, mono=mono)
 
     def status(self) -> Status:
         """The current health message."""
@@ -99,12 +95,16 @@ class Service:
             outbox_depth=self.publisher.depth,
             dropped=self.publisher.dropped,
             version=__version__,
-            timestamp=utc_iso(datetime.now(timezone.utc)),
+            timestamp=utc_iso(self._clock.now()),
+            clock_synced=clock_synchronized(),
         )
 
     def _set_state(self, state: str) -> None:
+        if state != self._state:
+            log.info("state: %s", state)
         self._state = state
         self.publisher.publish_status(self.status())
+        self.notifier.status(state)
 
     def set_paused(self, on: bool) -> None:
         """The pause switch (``<prefix>/paused/set``): persisted at once; the run loop releases
@@ -117,71 +117,106 @@ class Service:
         self.publisher.publish_paused(on)
         self.publisher.publish_status(self.status())
 
-    def _emit(self, summary: WindowSummary, clock: Clock) -> None:
-        start, end = clock.wall(summary.start), clock.wall(summary.end)
+    def _emit(self, summary: WindowSummary) -> None:
+        start, end = self._clock.to_wall(summary.start, summary.end)
         self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end))
         self.windows += 1
         self._fps = summary.frames_analyzed / max(summary.end - summary.start, 1e-6)
         self.publisher.publish_status(self.status())
         self._inference_ms.clear()
 
-    def _analyse(self, live: bool, looped: bool) -> bool:
-        """Open the source and analyse it until it ends (True) or a stop or pause is asked (False).
+    def _analyse(self, frame: Frame, aggregator: WindowAggregator) -> None:
+        result = self.analyzer.result(frame)
+        self._inference_ms.append(self.analyzer.last_inference_ms)
+        self.notifier.ready(status="running")
+        if self._state != "running":
+            self._set_state("running")
+        for summary in aggregator.add(result):
+            self._emit(summary)
 
-        The source is closed (camera released) before this returns.
-        """
-        clock = Clock(live)
-        aggregator = WindowAggregator(self.settings.window_s, self.settings.min_group_size)
-        source = open_source(self.settings.source, looped)
-        last, step, ended = None, 0.0, False
-        try:
-            for frame in throttle(source, self.settings.fps):
-                if self.stop_event.is_set() or self.paused.is_set():
-                    break
-                result = self.analyzer.result(frame)
-                self._inference_ms.append(self.analyzer.last_inference_ms)
-                if self._state == "starting":
-                    self._set_state("running")
-                for summary in aggregator.add(result):
-                    self._emit(summary, clock)
-                if last is not None:
-                    step = frame.timestamp - last
-                last = frame.timestamp
-            else:
-                ended = True
-        finally:
-            source.close()
-        if self.paused.is_set() and not self.stop_event.is_set():
-            aggregator.reset()
-            log.info("paused: source released, open window dropped")
-            return False
-        end = None if last is None or live else last + step
-        for summary in aggregator.flush(end):
-            self._emit(summary, clock)
-        return ended
+    def _stalled(self, aggregator: WindowAggregator) -> None:
+        # The open window holds the last pictures before the stall; drop it rather than
+        # publish a window that mixes them with whatever comes after the re-open.
+        aggregator.reset()
+        self._set_state("camera_stalled")
 
     def run(self) -> int:
-        """Analyse the source until it ends or a stop is requested. Returns the exit code."""
-        live = describe(self.settings.source) != "file"
-        looped = not live and self.settings.source_loop
+        """Analyse the source until it ends or a stop is requested. Returns the exit code.
+
+        Returns 1 when the capture worker died of an unexpected error (systemd restarts).
+
+        Raises:
+            device.sources.SourceError: a file read once cannot be read.
+        """
+        live = describe(self.settings.source) != "file" or self.settings.source_loop
+        self._clock = WallClock(live, wall=self.wall, mono=self.mono)
         self.publisher.start()
         self.publisher.publish_paused(self.paused.is_set())
         if self.paused.is_set():
             log.info("pause switch is ON (kept from an earlier run): the source stays closed")
         self._set_state("starting")
-        ended = False
-        while not ended and not self.stop_event.is_set():
-            if self.paused.is_set():
-                self._set_state("paused")
-                while self.paused.is_set() and not self.stop_event.wait(0.1):
-                    pass
-                continue
-            ended = self._analyse(live, looped)
+        code, ended = 0, False
+        try:
+            while not ended and code == 0 and not self.stop_event.is_set():
+                if self.paused.is_set():
+                    self._wait_paused()
+                    continue
+                ended, code = self._capture(live)
+        finally:
+            self.notifier.stopping()
         finished = ended and not live
         self._set_state("finished" if finished else "stopped")
         left = self.publisher.close(FLUSH_TIMEOUT_S if finished else STOP_FLUSH_S)
         log.info("%d window(s) published, %d unacknowledged", self.windows, left)
-        return 0
+        return code
+
+    def _wait_paused(self) -> None:
+        self._set_state("paused")
+        self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
+        while self.paused.is_set() and not self.stop_event.wait(POLL_S):
+            self.watchdog.progress(self.mono())
+
+    def _capture(self, live: bool) -> tuple[bool, int]:
+        """Open the source and analyse it until it ends, a stop or pause is asked, or the
+        capture thread dies. The camera is released before this returns.
+
+        Returns:
+            (the source ended, exit code: 1 when the capture thread died, else 0).
+        """
+        aggregator = WindowAggregator(self.settings.window_s, self.settings.min_group_size)
+        capture = self.capture_factory(self.settings)
+        capture.start()
+        code, ended, last, step = 0, False, None, 0.0
+        try:
+            while not self.stop_event.is_set() and not self.paused.is_set():
+                frame = capture.next_frame(POLL_S)
+                now = self.mono()
+                stalled = capture.supervise(now)
+                if capture.crashed is not None:
+                    log.critical("capture thread died: %r; exiting so systemd restarts the service", capture.crashed)
+                    code = 1
+                    break
+                if frame is None and capture.finished:
+                    ended = True
+                    break
+                if stalled and self._state != "camera_stalled":
+                    self._stalled(aggregator)
+                if frame is not None:
+                    self._analyse(frame, aggregator)
+                    step = frame.timestamp - last if last is not None else step
+                    last = frame.timestamp
+                if capture.healthy(now):
+                    self.watchdog.progress(now)
+        finally:
+            capture.stop()
+        if self.paused.is_set() and not self.stop_event.is_set():
+            aggregator.reset()
+            log.info("paused: source released, open window dropped")
+            return False, code
+        end = None if last is None or live else last + step
+        for summary in aggregator.flush(end):
+            self._emit(summary)
+        return ended, code
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT end the run cleanly (flush, ``offline``)."""
@@ -192,3 +227,15 @@ class Service:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+
+
+def default_capture(settings: Settings) -> Capture:
+    """The supervised capture of ``ROOMPULSE_SOURCE``: a file read once is not supervised."""
+    supervised = describe(settings.source) != "file" or settings.source_loop
+
+    def factory():
+        return make_source(settings.source, loop=settings.source_loop, size=settings.camera_wh,
+                           timeout_s=settings.source_timeout_s)
+
+    return Capture(factory, settings.fps, stall_s=settings.stall_s, hang_s=settings.hang_s,
+                   supervised=supervised, backoff_max_s=settings.reopen_backoff_max_s)

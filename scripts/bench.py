@@ -48,7 +48,7 @@ def measure(repeat: int) -> dict:
     from device.config import Settings
     from device.detector import FaceDetector, TilingOptions, letterboxed_input
     from device.pipeline import build_analyzer
-    from device.source import read_file
+    from device.sources.files import read_file
 
     began = time.perf_counter()
     frames = [f.rgb for f in read_file(CLIP)]
@@ -104,7 +104,7 @@ def peak_rss(model: str) -> float:
     code = (
         "import resource, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
         "from device.config import Settings; from device.pipeline import build_analyzer\n"
-        "from device.source import read_file\n"
+        "from device.sources.files import read_file\n"
         "a = build_analyzer(Settings(_env_file=None, state_dir=Path('/x'), model=sys.argv[2], accelerator='cpu'))\n"
         "[a.faces(f.rgb) for f in read_file(sys.argv[3])]\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import tflite_graph  # noqa: E402
 from device.detector import FaceDetector, TilingOptions, letterboxed_input  # noqa: E402
 from device.detector.blazeface import to_input  # noqa: E402
-from device.source import read_file  # noqa: E402
+from device.sources.files import read_file  # noqa: E402
 
 MODELS = ROOT / "models"
 MANIFEST = MODELS / "manifest.json"

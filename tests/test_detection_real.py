@@ -8,7 +8,7 @@ import collections
 import json
 
 from conftest import CLASSROOM, CLASSROOM_MP4, ONE_BY_ONE, WALKING, roompulse
-from device.source import read_file
+from device.sources.files import read_file
 
 
 def analyze_lines(path):

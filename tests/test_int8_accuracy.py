@@ -26,7 +26,7 @@ from device.config import Settings
 from device.detector.agreement import Agreement
 from device.detector.agreement import add_faces
 from device.pipeline import build_analyzer
-from device.source import read_file
+from device.sources.files import read_file
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,79 @@
+"""Logging for journald: stderr only, one line per event, repeated errors rate-limited.
+
+No log file is written (an SD card wears out, and journald already stores stderr with
+timestamps). Under systemd (``JOURNAL_STREAM`` set) lines carry no timestamp of their own;
+elsewhere they start with one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+
+FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+class RateLimit(logging.Filter):
+    """Lets the same message through at most ``burst`` times per ``period_s`` seconds.
+
+    "The same" means one logger, level and format string (``record.msg`` before its
+    arguments are filled in), so a camera failing every second with a changing errno
+    counts as one message. The first record after a quiet period says how many were
+    suppressed. Records below WARNING are never limited.
+
+    Args:
+        period_s: length of the counting period, seconds.
+        burst: records let through per key and period.
+        clock: monotonic clock, injectable for tests.
+    """
+
+    def __init__(self, period_s: float = 60.0, burst: int = 3, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.period_s = period_s
+        self.burst = burst
+        self.clock = clock
+        self._seen: dict[tuple, list] = {}  # key -> [period start, count in period, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.period_s:
+            suppressed = entry[2] if entry else 0
+            self._seen[key] = [now, 1, 0]
+            if suppressed:
+                record.msg = f"{record.msg} (and {suppressed} more like it in the last {self.period_s:.0f} s)"
+            if len(self._seen) > 1000:  # a bounded table: forget the oldest keys
+                for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
+                    del self._seen[old]
+            return True
+        entry[1] += 1
+        if entry[1] <= self.burst:
+            return True
+        entry[2] += 1
+        return False
+
+
+class OneLine(logging.Formatter):
+    """Formats a record, traceback included, as one line (newlines become `` | ``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", " | ")
+
+
+def configure(level: str = "INFO", stream=None) -> None:
+    """Send every log record to stderr, one line each, with :class:`RateLimit` on the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    fmt = FORMAT if os.environ.get("JOURNAL_STREAM") else "%(asctime)s " + FORMAT
+    handler.setFormatter(OneLine(fmt))
+    handler.addFilter(RateLimit())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)

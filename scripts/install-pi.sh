@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Install RoomPulse as a systemd service on Raspberry Pi OS (Bookworm or Trixie).
+#
+#   sudo scripts/install-pi.sh            install or update (safe to run again)
+#   scripts/install-pi.sh --dry-run       print every step, change nothing (no root needed)
+#
+# What it does, in order:
+#   1. apt packages: python3-venv, python3-picamera2 (the Pi camera, from Raspberry Pi OS's
+#      archive), mosquitto-clients (mosquitto_sub to watch the output);
+#   2. a system user "roompulse" in the video group (camera, DMA heaps);
+#   3. copies this checkout to /opt/roompulse/src and makes /opt/roompulse/venv with
+#      --system-site-packages (picamera2 and libcamera come from apt, not PyPI), then
+#      installs RoomPulse into it (editable: the models live in src/models);
+#   4. fetches and verifies the models (scripts/fetch_models.py, pinned sha256);
+#   5. /etc/roompulse/roompulse.env from the example (never overwrites an existing one);
+#   6. installs systemd/roompulse.service, enables it and (re)starts it.
+set -euo pipefail
+
+PREFIX=/opt/roompulse
+CONF_DIR=/etc/roompulse
+UNIT_DIR=/etc/systemd/system
+SERVICE_USER=roompulse
+APT_PACKAGES=(python3-venv python3-picamera2 mosquitto-clients)
+SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+DRY_RUN=0
+usage() {
+  sed -n '2,17s/^# \{0,1\}//p' "$0"
+}
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run | -n) DRY_RUN=1 ;;
+    --help | -h) usage; exit 0 ;;
+    *) echo "install-pi.sh: unknown option '$arg' (use --dry-run or --help)" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n== %s\n' "$*"; }
+# run CMD...: print the command; execute it unless --dry-run.
+run() {
+  printf '+ %s\n' "$*"
+  if [ "$DRY_RUN" -eq 0 ]; then "$@"; fi
+}
+note() { printf '  %s\n' "$*"; }
+
+if [ "$DRY_RUN" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "install-pi.sh: run as root (sudo scripts/install-pi.sh), or with --dry-run to see the plan" >&2
+  exit 1
+fi
+if [ ! -f "$SRC_DIR/pyproject.toml" ] || [ ! -f "$SRC_DIR/systemd/roompulse.service" ]; then
+  echo "install-pi.sh: $SRC_DIR is not a RoomPulse checkout (no pyproject.toml / systemd/roompulse.service)" >&2
+  exit 1
+fi
+
+codename=unknown
+if [ -r /etc/os-release ]; then
+  # shellcheck disable=SC1091
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-unknown}")
+fi
+[ "$DRY_RUN" -eq 1 ] && echo "install-pi.sh: dry run: nothing is changed"
+echo "install-pi.sh: installing $SRC_DIR to $PREFIX on $codename"
+case "$codename" in
+  bookworm | trixie) ;;
+  *) echo "install-pi.sh: warning: tested on Raspberry Pi OS bookworm and trixie, this is '$codename'" >&2 ;;
+esac
+
+step "1. apt packages: ${APT_PACKAGES[*]}"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
+  if [ "$pkg" = python3-picamera2 ] && ! apt-cache show "$pkg" >/dev/null 2>&1; then
+    note "$pkg is not in this system's apt sources (not Raspberry Pi OS?): skipped;"
+    note "USB, RTSP/HTTP and file sources still work, ROOMPULSE_SOURCE=picamera2 will not"
+    continue
+  fi
+  missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  note "all installed"
+else
+  run apt-get update
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+step "2. service user '$SERVICE_USER' in group video"
+if getent passwd "$SERVICE_USER" >/dev/null; then
+  note "user exists"
+else
+  run useradd --system --user-group --home-dir /var/lib/roompulse --no-create-home \
+    --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+if id -nG "$SERVICE_USER" 2>/dev/null | tr ' ' '\n' | grep -qx video; then
+  note "already in video"
+else
+  run usermod --append --groups video "$SERVICE_USER"
+fi
+
+step "3. source in $PREFIX/src, venv in $PREFIX/venv (--system-site-packages)"
+run install -d -m 0755 "$PREFIX" "$PREFIX/src"
+EXCLUDES=(--exclude=.git --exclude=.venv --exclude=.state --exclude=__pycache__)
+printf '+ tar -C %s %s -cf - . | tar -C %s --no-same-owner -xf -\n' "$SRC_DIR" "${EXCLUDES[*]}" "$PREFIX/src"
+if [ "$DRY_RUN" -eq 0 ]; then
+  tar -C "$SRC_DIR" "${EXCLUDES[@]}" -cf - . | tar -C "$PREFIX/src" --no-same-owner -xf -
+fi
+if [ -x "$PREFIX/venv/bin/python" ]; then
+  note "venv exists"
+else
+  run python3 -m venv --system-site-packages "$PREFIX/venv"
+fi
+run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade pip
+run "$PREFIX/venv/bin/python" -m pip install --quiet --editable "$PREFIX/src"
+# The service cannot write bytecode (ProtectSystem=strict): compile it once here.
+run "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/src/device"
+
+step "4. models (pinned, sha256-checked)"
+run "$PREFIX/venv/bin/python" "$PREFIX/src/scripts/fetch_models.py"
+
+step "5. settings in $CONF_DIR (root:$SERVICE_USER, 0640)"
+run install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
+run install -m 0640 -o root -g "$SERVICE_USER" "$SRC_DIR/systemd/roompulse.env.example" \
+  "$CONF_DIR/roompulse.env.example"
+if [ -e "$CONF_DIR/roompulse.env" ]; then
+  note "$CONF_DIR/roompulse.env exists: kept as it is"
+else
+  run install -m 0640 -o root -g "$SERVICE_USER" "$SRC_DIR/systemd/roompulse.env.example" \
+    "$CONF_DIR/roompulse.env"
+fi
+
+step "6. systemd unit"
+run install -m 0644 "$SRC_DIR/systemd/roompulse.service" "$UNIT_DIR/roompulse.service"
+run systemctl daemon-reload
+run systemctl enable roompulse.service
+run systemctl restart roompulse.service
+
+step "done"
+note "edit $CONF_DIR/roompulse.env (ROOMPULSE_MQTT_HOST, ROOMPULSE_DEVICE_ID, ...), then:"
+note "  sudo systemctl restart roompulse"
+note "  journalctl -u roompulse -f          # logs"
+note "  systemctl status roompulse          # state, watchdog"
+note "  mosquitto_sub -h BROKER -t 'roompulse/#' -v"

@@ -1,0 +1,49 @@
+"""The systemd unit and the Pi installer, checked with the tools systemd and shellcheck ship."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_unit_verifies_and_scores_at_most_2():
+    result = subprocess.run([str(ROOT / "scripts/check-unit.sh")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    score = float(result.stdout.split("security:")[1].split()[0])
+    assert "verify: ok" in result.stdout and score <= 2.0
+
+
+def test_unit_has_the_required_settings():
+    unit = (ROOT / "systemd/roompulse.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "RestartPreventExitStatus=78",
+                 "EnvironmentFile=", "StateDirectory=roompulse", "SupplementaryGroups=video",
+                 "After=network-online.target", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+                 "NoNewPrivileges=yes", "RestrictAddressFamilies=", "CapabilityBoundingSet=\n",
+                 "SystemCallFilter=@system-service", "DevicePolicy=closed", "DeviceAllow=char-video4linux",
+                 "DeviceAllow=char-dma_heap", "DeviceAllow=char-apex", "MemoryMax="):
+        assert line in unit, line
+
+
+def test_installer_dry_run_prints_the_whole_plan_and_changes_nothing():
+    result = subprocess.run([str(ROOT / "scripts/install-pi.sh"), "--dry-run"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in ("dry run: nothing is changed", "python3 -m venv --system-site-packages /opt/roompulse/venv",
+                     "pip install --quiet --editable /opt/roompulse/src", "fetch_models.py",
+                     "/etc/roompulse/roompulse.env", "/etc/systemd/system/roompulse.service",
+                     "systemctl enable roompulse.service"):
+        assert expected in out, expected
+    assert [line for line in out.splitlines() if line.startswith("== ")][-1] == "== done"
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_shell_scripts_are_shellcheck_clean():
+    scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
+    result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
