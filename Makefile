@@ -10,14 +10,18 @@ SHARED ?= ../shared
 CLIP ?= $(SHARED)/data/video/intel_classroom.gif
 FLOAT_MODELS := models/face_detection_full_range_sparse.tflite models/face_detection_short_range.tflite
 
+ENV_FILE ?=
+
 # make run: 1-second windows, min group 3 (the clip shows 4 people), every frame of the
 # 15 fps clip analysed. Set ROOMPULSE_MQTT_HOST (or ENV_FILE=...) to publish to a broker.
-# Target-specific, so `make test` does not hand these to the tests.
+# Target-specific, so `make test` does not hand these to the tests; and not set at all
+# with ENV_FILE, whose values would otherwise lose to these (the environment wins).
+ifeq ($(ENV_FILE),)
 run: export ROOMPULSE_WINDOW_S ?= 1
 run: export ROOMPULSE_MIN_GROUP_SIZE ?= 3
 run: export ROOMPULSE_FPS ?= 30
 run: export ROOMPULSE_STATE_DIR ?= $(CURDIR)/.state
-ENV_FILE ?=
+endif
 
 BUILD_VENV := .venv-build
 BUILD_STAMP := $(BUILD_VENV)/.installed
@@ -36,11 +40,10 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 venv: $(STAMP)
 
-$(FLOAT_MODELS): models/manifest.json scripts/fetch_models.py | $(STAMP)
+# Always run: the script hashes the files (fast) and fetches again only what is missing,
+# truncated or altered, so `make models-fetch` repairs a damaged model.
+models-fetch: $(STAMP)
 	$(PY) scripts/fetch_models.py
-	touch $(FLOAT_MODELS)
-
-models-fetch: $(FLOAT_MODELS)
 
 # The int8 models are committed; 'make models' rebuilds them (and the manifest entries)
 # with ai-edge-quantizer in a separate build venv, so the runtime venv stays light.
@@ -51,11 +54,11 @@ $(BUILD_STAMP): scripts/requirements-build.txt scripts/setup.sh
 	$(BUILD_VENV)/bin/python -m pip install -q -r scripts/requirements-build.txt
 	touch $(BUILD_STAMP)
 
-models: $(BUILD_STAMP) $(FLOAT_MODELS)
+models: $(BUILD_STAMP) models-fetch
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py
 
 # Rebuild in memory and compare with the committed int8 files byte for byte.
-models-check: $(BUILD_STAMP) $(FLOAT_MODELS)
+models-check: $(BUILD_STAMP) models-fetch
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py --check
 
 # scripts/bench.py: float vs int8 vs MediaPipe's own detector on the classroom clip.
@@ -65,16 +68,16 @@ $(MEDIAPIPE_STAMP): scripts/requirements-mediapipe.txt
 	$(MEDIAPIPE_VENV)/bin/python -m pip install -q -r scripts/requirements-mediapipe.txt
 	touch $(MEDIAPIPE_STAMP)
 
-bench: $(STAMP) $(FLOAT_MODELS) $(MEDIAPIPE_STAMP)
+bench: $(STAMP) models-fetch $(MEDIAPIPE_STAMP)
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) scripts/bench.py
 
 system-deps:
 	./scripts/setup.sh --broker
 
-run: $(STAMP) $(FLOAT_MODELS)
+run: $(STAMP) models-fetch
 	$(VENV)/bin/roompulse $(if $(ENV_FILE),--env-file $(ENV_FILE)) run --source $(CLIP)
 
-test: $(STAMP) $(FLOAT_MODELS) system-deps
+test: $(STAMP) models-fetch system-deps
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q -p no:cacheprovider
 
 clean:

@@ -14,7 +14,15 @@ import sys
 from pathlib import Path
 
 from device import __version__
-from device.config import EX_CONFIG, SMALL_GROUP_FLOOR, ConfigError, Settings, load_settings
+from device.config import (
+    DEFAULT_ENV_FILE,
+    EX_CONFIG,
+    SMALL_GROUP_FLOOR,
+    ConfigError,
+    Settings,
+    load_settings,
+    unknown_variables,
+)
 from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
@@ -102,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
     configure_logging(settings.log_level)
+    env_file = args.env_file or (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    for name in unknown_variables(env_file):
+        log.warning("%s is not a RoomPulse setting and is ignored", name)
     if settings.min_group_size < SMALL_GROUP_FLOOR:
         log.warning("ROOMPULSE_ALLOW_SMALL_GROUPS override: scores are published for groups of %d face(s), "
                     "below the privacy floor of %d", settings.min_group_size, SMALL_GROUP_FLOOR)

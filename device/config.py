@@ -9,7 +9,9 @@ variable and what it accepts.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -24,6 +26,18 @@ CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:<file>
 # Fewest faces a score may describe without an explicit override: with 2, either person's
 # behaviour can be read off the score whenever the other's is known.
 SMALL_GROUP_FLOOR = 3
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@host`` URL replaced by ``***``.
+
+    IP cameras are often addressed as ``rtsp://admin:secret@camera/stream``; the password must
+    not reach logs, status or ``check-config`` output.
+    """
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^@\s/]*@")
 
 
 class ConfigError(Exception):
@@ -76,10 +90,10 @@ class Settings(BaseSettings):
     status_interval_s: float = Field(30.0, gt=0, le=3600, description="status is republished this often, seconds")
     topic_prefix: str | None = Field(None, description="topic prefix, default roompulse/<device_id>")
     window_s: float = Field(60.0, gt=0, le=86400, description="aggregation window in seconds")
-    min_group_size: int = Field(5, ge=1, le=1000,
-                                description="fewest faces for which an engagement score is published")
     allow_small_groups: bool = Field(
         False, description="explicit override allowing ROOMPULSE_MIN_GROUP_SIZE below 3 (logged at start-up)")
+    min_group_size: int = Field(5, ge=1, le=1000,
+                                description="fewest faces for which an engagement score is published")
     fps: float = Field(2.0, gt=0, le=60, description="most frames analysed per second")
     yaw_limit_deg: float = Field(30.0, gt=0, le=90, description="facing-front limit on |yaw|, degrees")
     pitch_limit_deg: float = Field(25.0, gt=0, le=90, description="facing-front limit on |pitch|, degrees")
@@ -106,14 +120,29 @@ class Settings(BaseSettings):
     def _upper(cls, value):
         return value.upper() if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _small_groups(self):
-        if self.min_group_size < SMALL_GROUP_FLOOR and not self.allow_small_groups:
+    @field_validator("min_group_size")
+    @classmethod
+    def _small_groups(cls, value, info):
+        # allow_small_groups is declared first, so it is validated (or absent if invalid) here.
+        if value < SMALL_GROUP_FLOOR and not info.data.get("allow_small_groups", False):
             raise ValueError(
-                f"ROOMPULSE_MIN_GROUP_SIZE={self.min_group_size} is below {SMALL_GROUP_FLOOR}: a score for fewer "
+                f"ROOMPULSE_MIN_GROUP_SIZE={value} is below {SMALL_GROUP_FLOOR}: a score for fewer "
                 "people can describe one person; use 3 or more, or set ROOMPULSE_ALLOW_SMALL_GROUPS=true"
             )
-        return self
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value):
+        from device.models import ModelError, load_manifest
+
+        try:
+            known = load_manifest()
+        except ModelError:
+            return value  # reported when the model is loaded
+        if value not in known:
+            raise ValueError(f"unknown model '{value}'; models/manifest.json lists: {', '.join(sorted(known))}")
+        return value
 
     @model_validator(mode="after")
     def _tiles(self):
@@ -187,7 +216,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "***"
-            out[ENV_PREFIX + name.upper()] = "" if value is None else str(value)
+            out[ENV_PREFIX + name.upper()] = "" if value is None else redact_url(str(value))
         return out
 
 
@@ -197,6 +226,21 @@ def _describe(error: dict) -> str:
     field = Settings.model_fields.get(str(loc[0])) if loc else None
     meaning = f" ({field.description})" if field and field.description else ""
     return f"{name}{meaning}: {error['msg']}"
+
+
+def unknown_variables(env_file: Path | None = None) -> list[str]:
+    """``ROOMPULSE_*`` names in the environment or the env file that no setting reads,
+    each with the closest known name when there is one (a misspelling is silently ignored
+    otherwise)."""
+    from dotenv import dotenv_values
+
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
+    out = []
+    for name in sorted(n for n in names if n.upper().startswith(ENV_PREFIX) and n.upper() not in known):
+        close = difflib.get_close_matches(name.upper(), known, n=1)
+        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
 
 
 def load_settings(env_file: Path | None = None, **overrides) -> Settings:

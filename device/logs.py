@@ -13,6 +13,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from device.config import redact_url
+
 FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
@@ -63,7 +65,8 @@ class OneLine(logging.Formatter):
     """Formats a record, traceback included, as one line (newlines become `` | ``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\r", "").replace("\n", " | ")
+        # Camera URLs may carry a password (rtsp://user:password@camera): never log it.
+        return redact_url(super().format(record).replace("\r", "").replace("\n", " | "))
 
 
 def configure(level: str = "INFO", stream=None) -> None:

@@ -167,7 +167,8 @@ class Service:
         finished = ended and not live
         self._set_state("finished" if finished else "stopped")
         left = self.publisher.close(FLUSH_TIMEOUT_S if finished else STOP_FLUSH_S)
-        log.info("%d window(s) published, %d unacknowledged", self.windows, left)
+        log.info("%d window(s) made, %d not acknowledged by a broker (kept in the outbox when one is configured)",
+                 self.windows, left)
         return code
 
     def _wait_paused(self) -> None:

@@ -119,3 +119,32 @@ def test_min_group_size_below_three_needs_the_logged_override(tmp_path):
     assert allowed.returncode == 0
     assert "WARNING" in allowed.stderr and "groups of 2 face(s)" in allowed.stderr
     assert "ROOMPULSE_MIN_GROUP_SIZE=2" in allowed.stdout
+
+
+def test_field_and_small_group_errors_are_named_together():
+    result = roompulse("check-config", env=clean_env(ROOMPULSE_FPS="abc", ROOMPULSE_MIN_GROUP_SIZE="2"))
+    assert result.returncode == 78
+    assert "ROOMPULSE_FPS" in result.stderr and "ROOMPULSE_MIN_GROUP_SIZE=2 is below 3" in result.stderr
+
+
+def test_unknown_model_is_a_config_error_and_a_misspelling_is_warned():
+    unknown = roompulse("check-config", env=clean_env(ROOMPULSE_MODEL="blazeface_huge"))
+    assert unknown.returncode == 78 and "unknown model 'blazeface_huge'" in unknown.stderr
+    typo = roompulse("check-config", env=clean_env(ROOMPULSE_MIN_GROUPSIZE="7"))
+    assert typo.returncode == 0
+    assert "ROOMPULSE_MIN_GROUPSIZE (did you mean ROOMPULSE_MIN_GROUP_SIZE?) is not a RoomPulse setting" in typo.stderr
+
+
+def test_camera_url_password_is_masked_in_check_config_and_logs(tmp_path):
+    url = "rtsp://admin:s3cret-cam@127.0.0.1:9/stream"
+    shown = roompulse("check-config", env=clean_env(ROOMPULSE_SOURCE=url))
+    assert "ROOMPULSE_SOURCE=rtsp://admin:***@127.0.0.1:9/stream" in shown.stdout
+    from device.config import redact_url
+    from device.logs import OneLine
+    import logging
+
+    record = logging.LogRecord("camera", logging.WARNING, __file__, 1, "cannot open %s: refused '%s'", (url, url), None)
+    line = OneLine("%(message)s").format(record)
+    assert "s3cret" not in line and line.count("admin:***@") == 2
+    assert redact_url("http://cam/mjpeg user:pw@x") == "http://cam/mjpeg user:pw@x"  # only URLs' userinfo
+    assert "s3cret" not in shown.stdout + shown.stderr

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import av
 
+from device.config import redact_url
 from device.sources import FrameSource, SourceError, describe
 from device.types import Frame
 
@@ -26,6 +27,7 @@ class AvLiveSource(FrameSource):
     def __init__(self, spec: str, timeout_s: float = 10.0):
         self.kind = describe(spec)
         self.name = f"/dev/video{spec}" if spec.isdigit() else spec
+        self.shown = redact_url(self.name)  # what messages say: no camera password
         self.timeout_s = timeout_s
         self._container = None
         self._frames: Iterator | None = None
@@ -44,19 +46,19 @@ class AvLiveSource(FrameSource):
             self._container = av.open(self.name, format="v4l2" if self.kind == "v4l2" else None,
                                       options=options, timeout=(self.timeout_s, self.timeout_s))
             if not self._container.streams.video:
-                raise SourceError(f"{self.kind} source {self.name}: no video stream")
+                raise SourceError(f"{self.kind} source {self.shown}: no video stream")
             self._frames = self._container.decode(video=0)
         except (av.FFmpegError, OSError) as exc:
             self.close()
-            raise SourceError(f"cannot open {self.kind} source {self.name}: {exc}") from None
+            raise SourceError(redact_url(f"cannot open {self.kind} source {self.shown}: {exc}")) from None
 
     def read(self) -> Frame | None:
         if self._frames is None:
-            raise SourceError(f"{self.name}: read before open")
+            raise SourceError(f"{self.shown}: read before open")
         try:
             frame = next(self._frames, None)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"{self.kind} source {self.name} failed: {exc}") from None
+            raise SourceError(redact_url(f"{self.kind} source {self.shown} failed: {exc}")) from None
         if frame is None:
             return None
         out = Frame(frame.to_ndarray(format="rgb24"), time.monotonic(), self._index)
