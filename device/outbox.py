@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from device.state import DB_NAME, StateError
+from device.state import StateError, connect, kv_get, kv_set
 
 SEQ_KEY = "next_seq"  # shared with StateStore: a device that ran an older build keeps counting
 DROPPED_KEY = "outbox_dropped"
@@ -51,31 +51,25 @@ class Outbox:
     """
 
     def __init__(self, state_dir: Path, max_age_s: float, max_count: int, clock: Callable[[], float] = time.time):
-        self.path = Path(state_dir) / DB_NAME
         self.max_age_s = max_age_s
         self.max_count = max_count
         self.clock = clock
         self._lock = threading.Lock()
+        self.path, self._db = connect(state_dir)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL, created REAL NOT NULL)"
             )
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             raise StateError(
                 f"cannot use state directory {state_dir} ({exc}); set ROOMPULSE_STATE_DIR to a writable directory"
             ) from None
 
     def _get(self, key: str, default: int) -> int:
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return int(row[0]) if row else default
+        return int(kv_get(self._db, key, str(default)))
 
     def _put(self, key: str, value: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, str(value)))
+        kv_set(self._db, key, str(value))
 
     def add(self, make: Callable[[int], str], keep: bool = True) -> tuple[int, str]:
         """Reserve the next ``seq``, build the payload with it and commit both at once.
