@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from device.detector.anchors import generate_anchors
-from device.detector.blazeface import VARIANTS, BlazeFace, to_input
-from device.detector.decode import NUM_COORDS, sigmoid
+from device.detector.blazeface import VARIANTS, BlazeFace
+from device.detector.decode import sigmoid
 from device.models import ModelError
 from device.runtime import TFLiteModel
 
@@ -53,9 +52,7 @@ def raw_outputs(model: BlazeFace, image: Path = SELFTEST_IMAGE) -> tuple[np.ndar
         ``(scores, coords)``: float32 (N,) sigmoid scores and float32 (N, 16) raw box and
         keypoint offsets in input pixels, N = the model's anchor count.
     """
-    outputs = model.model.invoke(to_input(selftest_input(model.input_size, image)))
-    coords = next(o for o in outputs if o.shape[-1] == NUM_COORDS)[0]
-    logits = next(o for o in outputs if o.shape[-1] == 1)[0, :, 0]
+    coords, logits = model.raw(selftest_input(model.input_size, image))
     return sigmoid(logits), coords.astype(np.float32)
 
 
@@ -101,7 +98,7 @@ def run_selftest(model: BlazeFace, expected: dict | None, name: str, image: Path
     """
     if not expected:
         raise SelfTestError(f"model '{name}' has no self-test expectation in the manifest; run 'make models'")
-    if len(generate_anchors(model.variant.anchors)) <= max(expected["anchors"]):
+    if len(model.anchors) <= max(expected["anchors"]):
         raise SelfTestError(f"model '{name}': self-test anchors do not fit the {model.variant.name}-range model")
     scores, coords = raw_outputs(model, image)
     for rank, anchor in enumerate(expected["anchors"]):

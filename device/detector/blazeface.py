@@ -90,8 +90,21 @@ class BlazeFace:
         Returns:
             ``(boxes, keypoints, scores)`` normalised to the input, see :func:`decode`.
         """
+        regressors, logits = self.raw(rgb)
+        threshold = self.variant.min_score if min_score is None else min_score
+        return decode(regressors, logits, self.anchors, self.input_size, threshold)
+
+    def raw(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One inference, undecoded.
+
+        Args:
+            rgb: uint8 (S, S, 3) RGB, S = :attr:`input_size`.
+
+        Returns:
+            ``(regressors, logits)``: float32 (N, 16) box and keypoint offsets in input
+            pixels and float32 (N,) score logits, N = the anchor count.
+        """
         outputs = self.model.invoke(self._lut[rgb][None])
         regressors = next(o for o in outputs if o.shape[-1] == NUM_COORDS)
         logits = next(o for o in outputs if o.shape[-1] == 1)
-        threshold = self.variant.min_score if min_score is None else min_score
-        return decode(regressors[0], logits[0], self.anchors, self.input_size, threshold)
+        return regressors[0], logits[0, :, 0]
