@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CLASSROOM, ROOT, clean_env
+from conftest import CLASSROOM, ROOT, service_env
 from device.config import Settings
 from device.contract import channels
 from mqtt_helpers import Recorder
@@ -31,12 +31,8 @@ def validate(chans, topic: str, payload: str) -> str:
 def test_service_talks_only_to_the_broker_and_writes_only_state(broker, tmp_path):
     state = tmp_path / "state"
     rec = Recorder(broker.port)
-    env = clean_env(
-        ROOMPULSE_MQTT_HOST="127.0.0.1", ROOMPULSE_MQTT_PORT=str(broker.port), ROOMPULSE_DEVICE_ID="audit-room",
-        ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_FPS="30",
-        ROOMPULSE_STATE_DIR=str(state), ROOMPULSE_HA_DISCOVERY="true", PYTHONDONTWRITEBYTECODE="1",
-        PYTHONPATH=str(ROOT),
-    )
+    env = service_env(broker.port, state, ROOMPULSE_DEVICE_ID="audit-room", ROOMPULSE_HA_DISCOVERY="true",
+                      PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
     out = tmp_path / "audit.json"
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "audit_service.py"), str(out), "run", "--source",
                              str(CLASSROOM)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
