@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -100,14 +99,17 @@ def measure(repeat: int) -> dict:
 
 def peak_rss(model: str) -> float:
     """Peak RSS in MB of a fresh process that runs the default pipeline with ``model``
-    over the clip, decoding as it goes (what the service does)."""
+    over the clip, decoding as it goes (what the service does).
+
+    Read from the child's ``VmHWM`` (/proc/self/status), not ``ru_maxrss``: Linux carries
+    ``ru_maxrss`` over fork and exec, so it would report this benchmark's own (larger) RSS."""
     code = (
-        "import resource, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
         "from device.config import Settings; from device.pipeline import build_analyzer\n"
         "from device.sources.files import read_file\n"
         "a = build_analyzer(Settings(_env_file=None, state_dir=Path('/x'), model=sys.argv[2], accelerator='cpu'))\n"
         "[a.faces(f.rgb) for f in read_file(sys.argv[3])]\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(ROOT), model, str(CLIP)],
                          check=True, capture_output=True, text=True)
