@@ -155,21 +155,55 @@ class TFLiteModel:
         scale, zero = self._input["quantization"]
         return float(scale), int(zero)
 
-    def invoke(self, tensor: np.ndarray) -> list[np.ndarray]:
+    @property
+    def batch(self) -> int:
+        """How many inputs one :meth:`invoke` runs: the input's first dimension."""
+        return self.input_shape[0]
+
+    def set_batch(self, n: int) -> None:
+        """Resize the input to ``n`` inputs of the same shape and re-allocate the tensors.
+
+        A no-op when the input already holds ``n``. Outputs then hold the ``n`` results
+        along their first non-unit axis, as the model's own RESHAPE ops lay them out
+        (BlazeFace: (1, n x anchors, C)). Re-allocating costs milliseconds (XNNPACK
+        repacks), so a caller should keep one batch size.
+
+        Raises:
+            ValueError: the runtime or a delegate cannot resize this model.
+        """
+        if n == self.batch:
+            return
+        try:
+            self._interp.resize_tensor_input(self._input["index"], [n, *self.input_shape[1:]])
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"cannot resize the model input to a batch of {n}: {exc}") from exc
+        self._input = self._interp.get_input_details()[0]
+        self._outputs = self._interp.get_output_details()
+
+    def input_buffer(self) -> np.ndarray:
+        """The input tensor's own memory: writable, shape :attr:`input_shape`, dtype
+        :attr:`input_dtype`, already quantized values. Write into it, drop the array, then
+        call :meth:`invoke` with no tensor (the runtime refuses to run while a view is held)."""
+        return self._interp.tensor(self._input["index"])()
+
+    def invoke(self, tensor: np.ndarray | None = None) -> list[np.ndarray]:
         """Run one inference.
 
         Args:
             tensor: float32 real values of shape :attr:`input_shape`, or, for a quantized
-                input, values already quantized to :attr:`input_dtype` (used as they are).
+                input, values already quantized to :attr:`input_dtype` (used as they are);
+                None to run on what :meth:`input_buffer` holds.
 
         Returns:
             Each output tensor as float32 real values, in the model's output order.
         """
-        detail = self._input
-        if detail["dtype"] in (np.int8, np.uint8) and tensor.dtype != detail["dtype"]:
-            scale, zero = detail["quantization"]
-            tensor = quantize(tensor, scale, zero, detail["dtype"])
-        self._interp.set_tensor(detail["index"], tensor.astype(detail["dtype"], copy=False))
+        if tensor is not None:
+            detail = self._input
+            if detail["dtype"] in (np.int8, np.uint8) and tensor.dtype != detail["dtype"]:
+                scale, zero = detail["quantization"]
+                tensor = quantize(tensor, scale, zero, detail["dtype"])
+            self._interp.set_tensor(detail["index"], tensor.astype(detail["dtype"], copy=False))
         self._interp.invoke()
         return [self._read(out) for out in self._outputs]
 

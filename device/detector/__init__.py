@@ -35,12 +35,27 @@ class TilingOptions:
 
 def letterboxed_input(rgb: np.ndarray, tile: Tile, size: int) -> tuple[np.ndarray, Letterbox]:
     """Cut ``tile`` out of an (H, W, 3) uint8 frame and letterbox it to (size, size, 3) uint8."""
-    region = rgb[tile.y0 : tile.y1, tile.x0 : tile.x1]
-    box = letterbox(tile.width, tile.height, size)
-    resized = Image.fromarray(region).resize((box.new_w, box.new_h), Image.Resampling.BILINEAR)
     canvas = np.zeros((size, size, 3), np.uint8)
+    return canvas, letterbox_into(rgb, tile, canvas)
+
+
+def letterbox_into(rgb: np.ndarray, tile: Tile, canvas: np.ndarray) -> Letterbox:
+    """Cut ``tile`` out of an (H, W, 3) uint8 frame and resize it into ``canvas``.
+
+    Args:
+        rgb: uint8 (H, W, 3) frame.
+        tile: the region to cut.
+        canvas: uint8 (S, S, 3), written in place; only the resized region is written,
+            so its padding must already be zero (a fresh or reused canvas of one tile).
+
+    Returns:
+        Where the region landed in the canvas.
+    """
+    box = letterbox(tile.width, tile.height, canvas.shape[0])
+    region = rgb[tile.y0 : tile.y1, tile.x0 : tile.x1]
+    resized = Image.fromarray(region).resize((box.new_w, box.new_h), Image.Resampling.BILINEAR)
     canvas[box.pad_y : box.pad_y + box.new_h, box.pad_x : box.pad_x + box.new_w] = np.asarray(resized)
-    return canvas, box
+    return box
 
 
 class FaceDetector:
@@ -56,6 +71,8 @@ class FaceDetector:
         self.model = model
         self.tiling = tiling
         self.min_score = min_score
+        self._inputs = np.zeros((0, model.input_size, model.input_size, 3), np.uint8)
+        self._inputs_for: tuple[int, int] | None = None
 
     def regions(self, width: int, height: int) -> list[Tile]:
         """The tiles (and the whole frame, when enabled) that one frame is run through."""
@@ -70,6 +87,11 @@ class FaceDetector:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """Detect faces in one frame.
 
+        All regions of the frame are letterboxed into one (B, S, S, 3) uint8 array (kept
+        between frames), run through the model a few per invoke
+        (:attr:`BlazeFace.max_batch <device.detector.blazeface.BlazeFace.max_batch>`),
+        decoded in one pass, mapped back to frame pixels and merged.
+
         Args:
             rgb: uint8 (H, W, 3) RGB frame.
 
@@ -77,19 +99,21 @@ class FaceDetector:
             Detections in frame pixels, best score first.
         """
         height, width = rgb.shape[:2]
-        all_boxes, all_kps, all_scores = [], [], []
+        regions = self.regions(width, height)
+        canvas = self._canvas((width, height), len(regions))
+        boxes_in = [letterbox_into(rgb, tile, canvas[i]) for i, tile in enumerate(regions)]
+        index, boxes, kps, scores = self.model.infer_batch(canvas, self.min_score)
         margin = self.tiling.overlap / 4
-        for tile in self.regions(width, height):
-            inp, box = letterboxed_input(rgb, tile, self.model.input_size)
-            boxes, kps, scores = self.model.infer(inp, self.min_score)
-            if not len(scores):
-                continue
-            boxes = to_frame(boxes.reshape(-1, 2, 2), box, tile).reshape(-1, 4)
-            kps = to_frame(kps, box, tile)
-            keep = [not crosses_inner_edge(b, tile, width, height, margin) for b in boxes]
-            all_boxes.append(boxes[keep])
-            all_kps.append(kps[keep])
-            all_scores.append(scores[keep])
+        all_boxes, all_kps, all_scores = [], [], []
+        for i in np.unique(index):
+            mine = index == i
+            tile, box = regions[i], boxes_in[i]
+            tile_boxes = to_frame(boxes[mine].reshape(-1, 2, 2), box, tile).reshape(-1, 4)
+            tile_kps = to_frame(kps[mine], box, tile)
+            keep = [not crosses_inner_edge(b, tile, width, height, margin) for b in tile_boxes]
+            all_boxes.append(tile_boxes[keep])
+            all_kps.append(tile_kps[keep])
+            all_scores.append(scores[mine][keep])
         if not all_scores:
             return []
         boxes, kps, scores = weighted_nms(
@@ -99,3 +123,13 @@ class FaceDetector:
             containment_threshold=self.tiling.containment,
         )
         return [Detection(b, float(s), k) for b, k, s in zip(boxes, kps, scores)]
+
+    def _canvas(self, frame_size: tuple[int, int], count: int) -> np.ndarray:
+        """The uint8 (count, S, S, 3) model inputs of frames of ``frame_size`` (W, H), kept
+        between frames: each region lands in the same place every frame, so the padding
+        written as zeros at the first frame stays zero. A new frame size gets a new array."""
+        if self._inputs_for != frame_size:
+            size = self.model.input_size
+            self._inputs = np.zeros((count, size, size, 3), np.uint8)
+            self._inputs_for = frame_size
+        return self._inputs

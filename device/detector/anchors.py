@@ -44,6 +44,25 @@ SHORT_RANGE = AnchorSpec(input_size=128, strides=(8, 16, 16, 16), anchors_per_ce
 FULL_RANGE = AnchorSpec(input_size=192, strides=(4,), anchors_per_cell=1)
 
 
+def feature_maps(spec: AnchorSpec) -> list[tuple[int, int]]:
+    """The feature maps the anchors sit on, in output order: ``(side, anchors per cell)``.
+
+    Consecutive layers with the same stride are merged into one feature map, as in
+    MediaPipe: short range -> [(16, 2), (8, 6)], full range -> [(48, 1)]. Each is one
+    output head of the model (its own RESHAPE before the heads are concatenated).
+    """
+    maps = []
+    layer = 0
+    while layer < len(spec.strides):
+        stride = spec.strides[layer]
+        same = 0
+        while layer + same < len(spec.strides) and spec.strides[layer + same] == stride:
+            same += 1
+        maps.append((int(np.ceil(spec.input_size / stride)), spec.anchors_per_cell * same))
+        layer += same
+    return maps
+
+
 def generate_anchors(spec: AnchorSpec) -> np.ndarray:
     """Anchor centres for ``spec``.
 
@@ -53,19 +72,10 @@ def generate_anchors(spec: AnchorSpec) -> np.ndarray:
         (layer by layer, row-major over the feature map, anchors of a cell adjacent).
     """
     centres: list[np.ndarray] = []
-    layer = 0
-    while layer < len(spec.strides):
-        stride = spec.strides[layer]
-        # Layers with the same stride are merged into one feature map.
-        same = 0
-        while layer + same < len(spec.strides) and spec.strides[layer + same] == stride:
-            same += 1
-        per_cell = spec.anchors_per_cell * same
-        size = int(np.ceil(spec.input_size / stride))
+    for size, per_cell in feature_maps(spec):
         ys, xs = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
         cx = (xs.ravel() + spec.offset) / size
         cy = (ys.ravel() + spec.offset) / size
         grid = np.stack([cx, cy], axis=1)
         centres.append(np.repeat(grid, per_cell, axis=0))
-        layer += same
     return np.concatenate(centres).astype(np.float32)
