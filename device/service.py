@@ -114,8 +114,15 @@ class Service:
             (self.paused.set if on else self.paused.clear)()
             log.info("pause switch %s", "ON: releasing the source" if on else "OFF: resuming")
             self._state = "paused" if on else "running"
+            if on:
+                self._idle()
         self.publisher.publish_paused(on)
         self.publisher.publish_status(self.status())
+
+    def _idle(self) -> None:
+        """Nothing is analysed (paused): status reports 0 fps and 0 ms, not the last window's."""
+        self._fps = 0.0
+        self._inference_ms.clear()
 
     def _emit(self, summary: WindowSummary) -> None:
         start, end = self._clock.to_wall(summary.start, summary.end)
@@ -172,6 +179,7 @@ class Service:
         return code
 
     def _wait_paused(self) -> None:
+        self._idle()
         self._set_state("paused")
         self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
         while self.paused.is_set() and not self.stop_event.wait(POLL_S):

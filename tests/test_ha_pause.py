@@ -121,6 +121,8 @@ def test_pause_stops_windows_releases_the_source_resumes_and_survives_a_restart(
         printed = len(svc.lines)
         time.sleep(1.0)
         assert len(svc.lines) == printed and not clip_open(svc.proc.pid)  # nothing analysed, source released
+        idle = json.loads(rec.on(f"{PREFIX}/status")[-1])
+        assert (idle["state"], idle["fps"], idle["inference_ms"]) == ("paused", 0.0, 0.0)  # not the last window's
 
         send(broker.port, f"{PREFIX}/paused/set", "OFF")
         rec.wait_for(ENGAGEMENT, lambda p: len(p) >= before + during + 3, timeout=30)
