@@ -8,8 +8,8 @@ One run on this machine over the classroom clip (45 frames, 480x270), default se
   set, ``invoke()`` alone timed (the limit); tiles x that per frame;
 * the pipeline's own invoke: the detector runs the 9 regions of a frame 3 per invoke
   (``device.pipeline.MAX_BATCH``); one such invoke alone, divided by 3, per tile;
-* pipeline per frame (letterbox, input conversion, invoke, decode, NMS, head pose), decode
-  excluded and included; frames per second; ratio to tiles x bare invoke (the target's
+* pipeline per frame (letterbox, input conversion, invoke, decode, mapping to frame pixels,
+  NMS, head pose), decode excluded and included; frames per second; ratio to tiles x bare invoke (the target's
   definition) and to tiles x the pipeline's own invoke per tile (what is left for Python);
 * float vs int8, timed in one process, interleaved frame by frame (medians per frame);
   peak RSS (``VmHWM``) of each model in a fresh process running the pipeline over the clip;
@@ -20,6 +20,10 @@ One run on this machine over the classroom clip (45 frames, 480x270), default se
 ``--kernels`` also times bare invoke of both models with XNNPACK (the default) and with
 TFLite's builtin kernels (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``: ruy /
 optimized int8 kernels), 1 and 2 threads, interleaved.
+
+Back-to-back runs of the same code scatter: the float pipeline ratio read 1.33-1.42 in four
+quiet runs (models/README.md), so a change of well under a millisecond per frame is measured
+interleaved in one process, not from two runs of this script.
 
 Usage: ``make bench`` (creates .venv-mediapipe), or ``.venv/bin/python scripts/bench.py``
 (skips MediaPipe when its venv is missing). ``--repeat`` passes over the clip per figure.

@@ -6,7 +6,15 @@ import pytest
 from device.detector.anchors import FULL_RANGE, SHORT_RANGE, generate_anchors
 from device.detector.decode import decode, sigmoid
 from device.detector.nms import iou, weighted_nms
-from device.detector.tiling import Tile, crosses_inner_edge, letterbox, tile_grid, to_frame
+from device.detector.tiling import (
+    Tile,
+    crosses_inner_edge,
+    crossing_inner_edges,
+    letterbox,
+    regions_to_frame,
+    tile_grid,
+    to_frame,
+)
 
 
 def test_anchor_counts_and_centres_match_mediapipe():
@@ -96,3 +104,21 @@ def test_crosses_inner_edge_only_for_edges_inside_the_frame():
     assert crosses_inner_edge(np.array([150, 10, 175, 30]), tile, 480, 270, margin=5)
     assert not crosses_inner_edge(np.array([-5, 10, 20, 30]), tile, 480, 270, margin=5)
     assert not crosses_inner_edge(np.array([140, 10, 162, 30]), tile, 480, 270, margin=5)
+
+
+def test_mapping_all_regions_at_once_equals_tile_by_tile():
+    rng = np.random.default_rng(5)
+    tiles = tile_grid(480, 270, 160, 48) + [Tile(0, 0, 480, 270)]
+    boxes = [letterbox(t.width, t.height, 192) for t in tiles]
+    index = np.sort(rng.integers(0, len(tiles), 300))
+    points = rng.uniform(-0.2, 1.2, (300, 6, 2)).astype(np.float32)
+    mapped = regions_to_frame(points, index, boxes, tiles)
+    assert mapped.dtype == np.float32
+    assert np.array_equal(mapped, np.stack([to_frame(p, boxes[i], tiles[i]) for p, i in zip(points, index)]))
+    corners = mapped[:, :2].reshape(-1, 4)
+    crossing = crossing_inner_edges(corners, index, tiles, 480, 270, margin=12.0)
+    assert 0 < crossing.sum() < len(index)
+    assert crossing.tolist() == [crosses_inner_edge(b, tiles[i], 480, 270, 12.0) for b, i in zip(corners, index)]
+    empty = np.zeros(0, np.int64)
+    assert regions_to_frame(np.zeros((0, 6, 2), np.float32), empty, boxes, tiles).shape == (0, 6, 2)
+    assert crossing_inner_edges(np.zeros((0, 4), np.float32), empty, tiles, 480, 270, 12.0).shape == (0,)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from device.detector.blazeface import BlazeFace
 from device.detector.nms import weighted_nms
-from device.detector.tiling import Letterbox, Tile, crosses_inner_edge, letterbox, tile_grid, to_frame
+from device.detector.tiling import Letterbox, Tile, crossing_inner_edges, letterbox, regions_to_frame, tile_grid
 from device.types import Detection
 
 
@@ -90,7 +90,8 @@ class FaceDetector:
         All regions of the frame are letterboxed into one (B, S, S, 3) uint8 array (kept
         between frames), run through the model a few per invoke
         (:attr:`BlazeFace.max_batch <device.detector.blazeface.BlazeFace.max_batch>`),
-        decoded in one pass, mapped back to frame pixels and merged.
+        decoded, mapped back to frame pixels and filtered in one pass over all regions, and
+        merged.
 
         Args:
             rgb: uint8 (H, W, 3) RGB frame.
@@ -103,24 +104,13 @@ class FaceDetector:
         canvas = self._canvas((width, height), len(regions))
         boxes_in = [letterbox_into(rgb, tile, canvas[i]) for i, tile in enumerate(regions)]
         index, boxes, kps, scores = self.model.infer_batch(canvas, self.min_score)
-        margin = self.tiling.overlap / 4
-        all_boxes, all_kps, all_scores = [], [], []
-        for i in np.unique(index):
-            mine = index == i
-            tile, box = regions[i], boxes_in[i]
-            tile_boxes = to_frame(boxes[mine].reshape(-1, 2, 2), box, tile).reshape(-1, 4)
-            tile_kps = to_frame(kps[mine], box, tile)
-            keep = [not crosses_inner_edge(b, tile, width, height, margin) for b in tile_boxes]
-            all_boxes.append(tile_boxes[keep])
-            all_kps.append(tile_kps[keep])
-            all_scores.append(scores[mine][keep])
-        if not all_scores:
+        boxes = regions_to_frame(boxes.reshape(-1, 2, 2), index, boxes_in, regions).reshape(-1, 4)
+        kps = regions_to_frame(kps, index, boxes_in, regions)
+        keep = ~crossing_inner_edges(boxes, index, regions, width, height, self.tiling.overlap / 4)
+        if not keep.any():
             return []
         boxes, kps, scores = weighted_nms(
-            np.concatenate(all_boxes),
-            np.concatenate(all_kps),
-            np.concatenate(all_scores),
-            containment_threshold=self.tiling.containment,
+            boxes[keep], kps[keep], scores[keep], containment_threshold=self.tiling.containment
         )
         return [Detection(b, float(s), k) for b, k, s in zip(boxes, kps, scores)]
 

@@ -120,3 +120,43 @@ def crosses_inner_edge(box: np.ndarray, tile: Tile, width: int, height: int, mar
         or (tile.x1 < width and box[2] > tile.x1 + margin)
         or (tile.y1 < height and box[3] > tile.y1 + margin)
     )
+
+
+def regions_to_frame(points: np.ndarray, index: np.ndarray, boxes: list[Letterbox], tiles: list[Tile]) -> np.ndarray:
+    """:func:`to_frame` for points of many regions in one pass.
+
+    Args:
+        points: float32 (K, ..., 2) ``(x, y)`` normalised to the model input.
+        index: int (K,) which region each of the K point sets comes from.
+        boxes, tiles: per region, as for :func:`to_frame`.
+
+    Returns:
+        float32 array of the same shape, in frame pixels; element for element the same
+        float32 arithmetic as :func:`to_frame`, so the values are identical.
+    """
+    size = np.float32(boxes[0].size)
+    per_region = np.array([(b.pad_x, b.pad_y, b.scale, t.x0, t.y0) for b, t in zip(boxes, tiles)], np.float32)
+    pad_x, pad_y, scale, x0, y0 = (c.reshape((-1,) + (1,) * (points.ndim - 2)) for c in per_region[index].T)
+    px = points.astype(np.float32, copy=False) * size
+    x = (px[..., 0] - pad_x) / scale + x0
+    y = (px[..., 1] - pad_y) / scale + y0
+    return np.stack([x, y], axis=-1)
+
+
+def crossing_inner_edges(
+    boxes: np.ndarray, index: np.ndarray, tiles: list[Tile], width: int, height: int, margin: float
+) -> np.ndarray:
+    """:func:`crosses_inner_edge` for K boxes of many tiles: bool (K,).
+
+    Args:
+        boxes: float32 (K, 4) ``(x0, y0, x1, y1)`` in frame pixels.
+        index: int (K,) which of ``tiles`` each box comes from.
+    """
+    edges = np.array([(t.x0, t.y0, t.x1, t.y1) for t in tiles], np.int64)[index]
+    inner = (edges[:, 0] > 0, edges[:, 1] > 0, edges[:, 2] < width, edges[:, 3] < height)
+    return (
+        (inner[0] & (boxes[:, 0] < edges[:, 0] - margin))
+        | (inner[1] & (boxes[:, 1] < edges[:, 1] - margin))
+        | (inner[2] & (boxes[:, 2] > edges[:, 2] + margin))
+        | (inner[3] & (boxes[:, 3] > edges[:, 3] + margin))
+    )
