@@ -28,11 +28,13 @@ DROPPED_KEY = "outbox_dropped"
 
 @dataclass(frozen=True)
 class Row:
-    """One queued payload: its ``seq``, the JSON text, and when it was stored (Unix seconds)."""
+    """One queued payload: its ``seq``, the JSON text, when it was stored (Unix seconds), and
+    the topic it was made for (None for rows stored by a build that did not record it)."""
 
     seq: int
     payload: str
     created: float
+    topic: str | None = None
 
 
 class Outbox:
@@ -58,8 +60,12 @@ class Outbox:
         self.path, self._db = connect(state_dir)
         try:
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL, created REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS outbox "
+                "(seq INTEGER PRIMARY KEY, payload TEXT NOT NULL, created REAL NOT NULL, topic TEXT)"
             )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+            if "topic" not in columns:  # a state file from a build before the topic was kept
+                self._db.execute("ALTER TABLE outbox ADD COLUMN topic TEXT")
         except sqlite3.Error as exc:
             raise StateError(
                 f"cannot use state directory {state_dir} ({exc}); set ROOMPULSE_STATE_DIR to a writable directory"
@@ -71,12 +77,15 @@ class Outbox:
     def _put(self, key: str, value: int) -> None:
         kv_set(self._db, key, str(value))
 
-    def add(self, make: Callable[[int], str], keep: bool = True) -> tuple[int, str]:
+    def add(self, make: Callable[[int], str], keep: bool = True, topic: str | None = None) -> tuple[int, str]:
         """Reserve the next ``seq``, build the payload with it and commit both at once.
 
         Args:
             make: ``seq -> payload JSON``.
             keep: False when no broker is configured: the ``seq`` is used, nothing is queued.
+            topic: where the payload is to be published, stored with it, so that a window
+                made before ``ROOMPULSE_DEVICE_ID`` or the topic prefix changed still goes
+                to the topic of the ``device_id`` it carries.
 
         Returns:
             ``(seq, payload)``.
@@ -87,8 +96,8 @@ class Outbox:
                 seq = self._get(SEQ_KEY, 0)
                 payload = make(seq)
                 if keep:
-                    self._db.execute("INSERT INTO outbox (seq, payload, created) VALUES (?, ?, ?)",
-                                     (seq, payload, self.clock()))
+                    self._db.execute("INSERT INTO outbox (seq, payload, created, topic) VALUES (?, ?, ?, ?)",
+                                     (seq, payload, self.clock(), topic))
                 self._put(SEQ_KEY, seq + 1)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -100,7 +109,7 @@ class Outbox:
         """Up to ``limit`` queued rows with a ``seq`` greater than ``seq``, in ``seq`` order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, payload, created FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+                "SELECT seq, payload, created, topic FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
         return [Row(*r) for r in rows]
 

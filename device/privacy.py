@@ -78,8 +78,8 @@ def report(settings: Settings) -> str:
         "  of them did) and are published for every window, as the engagement contract requires.",
         "",
         "WHAT IS STORED ON THE DEVICE",
-        f"  {state} (SQLite): the engagement messages above until the broker acknowledges them, at most "
-        f"{settings.outbox_max_count} and at most {settings.outbox_max_age_s:g} s old; the next seq, the count "
+        f"  {state} (SQLite): the engagement messages above, each with its topic, until the broker acknowledges "
+        f"them, at most {settings.outbox_max_count} and at most {settings.outbox_max_age_s:g} s old; the next seq, the count "
         "of dropped windows and the pause state. Nothing else.",
         "  logs: standard error only (the systemd journal); no images and no per-face values are logged.",
         "",

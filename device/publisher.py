@@ -169,7 +169,7 @@ class Publisher:
             built.append(check(make(seq)))
             return built[0].to_json()
 
-        _, line = self.outbox.add(_json, keep=self.enabled)
+        _, line = self.outbox.add(_json, keep=self.enabled, topic=self.topic("engagement"))
         print(line, file=self.out, flush=True)
         return built[0]
 
@@ -375,7 +375,10 @@ class Publisher:
                     continue
                 properties = Properties(PacketTypes.PUBLISH)
                 properties.MessageExpiryInterval = left
-            info = client.publish(self.topic("engagement"), row.payload, qos=QOS, properties=properties)
+            # The topic the window was made for: a backlog from before a ROOMPULSE_DEVICE_ID or
+            # prefix change goes to the topic of the device_id in its payload.
+            topic = row.topic or self.topic("engagement")
+            info = client.publish(topic, row.payload, qos=QOS, properties=properties)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # connection lost; the row stays in the outbox for the next connection
             self._inflight[info.mid] = row.seq

@@ -190,3 +190,50 @@ def test_message_expiry_drops_stale_windows_sends_fresh_ones_with_expiry_and_sta
     statuses = [json.loads(p) for t, p, _ in got if t.endswith("/status")]
     assert len(statuses) >= 4  # every 0.3 s while connected
     assert statuses[-1]["dropped"] == 3 and statuses[-1]["outbox_depth"] == 0
+
+
+def test_renamed_device_sends_its_backlog_to_the_topic_of_the_device_id_it_carries(tmp_path):
+    broker = Broker(tmp_path)  # not running: the first run's windows queue up
+    state = tmp_path / "state"
+    first = start_service(fast_env(broker.port, state))
+    first.wait_until(lambda: len(first.lines) >= 4, what="4 windows queued")
+    assert first.stop() == 0
+    queued = [json.loads(line) for line in first.lines]
+    broker.start()
+    rec = Recorder(broker.port, "roompulse/#")
+    try:
+        second = start_service(fast_env(broker.port, state, ROOMPULSE_DEVICE_ID="renamed-room",
+                                        ROOMPULSE_SOURCE_LOOP="false"))
+        assert second.proc.wait(120) == 0, second.stderr
+        second.stop()
+        made = [json.loads(line) for line in second.lines]
+        rec.wait_for("roompulse/renamed-room/engagement", lambda p: len(p) >= len(made), timeout=10)
+        rec.wait_for(ENGAGEMENT, lambda p: len(p) >= len(queued), timeout=10)
+        old = [json.loads(p) for p in rec.on(ENGAGEMENT)]
+        new = [json.loads(p) for p in rec.on("roompulse/renamed-room/engagement")]
+    finally:
+        rec.close()
+        broker.stop()
+    assert {w["device_id"] for w in queued} == {"test-room"} and {w["device_id"] for w in made} == {"renamed-room"}
+    assert [w["seq"] for w in old] == [w["seq"] for w in queued]  # the backlog, on its own device's topic
+    assert all(w["device_id"] == "renamed-room" for w in new) and len(new) == len(made)
+    assert outbox_rows(state) == 0
+    print(f"\nFIGURE rename: {len(old)} queued windows of test-room delivered on {ENGAGEMENT}, "
+          f"{len(new)} new ones on roompulse/renamed-room/engagement")
+
+
+def test_outbox_from_a_build_without_topics_is_upgraded_and_its_rows_kept(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    with sqlite3.connect(state / "roompulse.sqlite3") as db:  # the table as the previous build made it
+        db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL, created REAL NOT NULL)")
+        db.execute("INSERT INTO outbox VALUES (7, '{\"seq\": 7}', ?)", (time.time(),))
+        db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO kv VALUES ('next_seq', '8')")
+    outbox = Outbox(state, max_age_s=3600, max_count=100)
+    try:
+        outbox.add(lambda seq: json.dumps({"seq": seq}), topic="roompulse/room/engagement")
+        rows = outbox.after(-1, 10)
+    finally:
+        outbox.close()
+    assert [(r.seq, r.topic) for r in rows] == [(7, None), (8, "roompulse/room/engagement")]
