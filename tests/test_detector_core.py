@@ -7,14 +7,31 @@ from device.detector.anchors import FULL_RANGE, SHORT_RANGE, generate_anchors
 from device.detector.decode import decode, sigmoid
 from device.detector.nms import iou, weighted_nms
 from device.detector.tiling import (
+    Letterbox,
     Tile,
-    crosses_inner_edge,
     crossing_inner_edges,
     letterbox,
     regions_to_frame,
     tile_grid,
-    to_frame,
 )
+
+
+def to_frame(points: np.ndarray, box: Letterbox, tile: Tile) -> np.ndarray:
+    """Oracle: one region's points, normalised to the model input, in frame pixels (float32)."""
+    px = points * box.size
+    x = (px[..., 0] - box.pad_x) / box.scale + tile.x0
+    y = (px[..., 1] - box.pad_y) / box.scale + tile.y0
+    return np.stack([x, y], axis=-1).astype(np.float32)
+
+
+def crosses_inner_edge(box: np.ndarray, tile: Tile, width: int, height: int, margin: float) -> bool:
+    """Oracle: one box, one tile, written the plain way."""
+    return bool(
+        (tile.x0 > 0 and box[0] < tile.x0 - margin)
+        or (tile.y0 > 0 and box[1] < tile.y0 - margin)
+        or (tile.x1 < width and box[2] > tile.x1 + margin)
+        or (tile.y1 < height and box[3] > tile.y1 + margin)
+    )
 
 
 def test_anchor_counts_and_centres_match_mediapipe():
@@ -94,16 +111,19 @@ def test_letterbox_round_trip_maps_input_points_back_to_frame_pixels():
     box = letterbox(tile.width, tile.height, 192)
     assert (box.new_w, box.new_h) == (192, 108) and (box.pad_x, box.pad_y) == (0, 42)
     # the frame point (340, 185) = tile centre lands at the input centre
-    np.testing.assert_allclose(to_frame(np.array([[0.5, 0.5]]), box, tile), [[340.0, 185.0]], atol=1.0)
+    one = np.zeros(1, np.int64)
+    centre = regions_to_frame(np.array([[0.5, 0.5]], np.float32), one, [box], [tile])
+    np.testing.assert_allclose(centre, [[340.0, 185.0]], atol=1.0)
     # input top-left of the picture area is the tile's top-left
-    np.testing.assert_allclose(to_frame(np.array([[0.0, 42 / 192]]), box, tile), [[100.0, 50.0]], atol=1e-3)
+    corner = regions_to_frame(np.array([[0.0, 42 / 192]], np.float32), one, [box], [tile])
+    np.testing.assert_allclose(corner, [[100.0, 50.0]], atol=1e-3)
 
 
 def test_crosses_inner_edge_only_for_edges_inside_the_frame():
-    tile = Tile(0, 0, 160, 160)
-    assert crosses_inner_edge(np.array([150, 10, 175, 30]), tile, 480, 270, margin=5)
-    assert not crosses_inner_edge(np.array([-5, 10, 20, 30]), tile, 480, 270, margin=5)
-    assert not crosses_inner_edge(np.array([140, 10, 162, 30]), tile, 480, 270, margin=5)
+    tiles = [Tile(0, 0, 160, 160)]
+    boxes = np.array([[150, 10, 175, 30], [-5, 10, 20, 30], [140, 10, 162, 30]], np.float32)
+    crossing = crossing_inner_edges(boxes, np.zeros(3, np.int64), tiles, 480, 270, margin=5)
+    assert crossing.tolist() == [True, False, False]
 
 
 def test_mapping_all_regions_at_once_equals_tile_by_tile():

@@ -123,20 +123,6 @@ class BlazeFace:
     def input_size(self) -> int:
         return self.variant.anchors.input_size
 
-    def infer(self, rgb: np.ndarray, min_score: float | None = None):
-        """Run the model on one square input.
-
-        Args:
-            rgb: uint8 (S, S, 3) RGB, S = :attr:`input_size`.
-            min_score: confidence threshold; the graph's own when None.
-
-        Returns:
-            ``(boxes, keypoints, scores)`` normalised to the input, see
-            :func:`device.detector.decode.decode`.
-        """
-        _, boxes, keypoints, scores = self.infer_batch(rgb[None], min_score)
-        return boxes, keypoints, scores
-
     def infer_batch(self, rgbs: np.ndarray, min_score: float | None = None):
         """Run the model on B square inputs.
 

@@ -93,46 +93,18 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * step) for i in range(count)]
 
 
-def to_frame(points: np.ndarray, box: Letterbox, tile: Tile) -> np.ndarray:
-    """Map points normalised to [0, 1] of the model input into frame pixels.
-
-    Args:
-        points: float (..., 2) ``(x, y)`` normalised to the model input.
-
-    Returns:
-        float32 array of the same shape, in frame pixels.
-    """
-    px = points * box.size
-    x = (px[..., 0] - box.pad_x) / box.scale + tile.x0
-    y = (px[..., 1] - box.pad_y) / box.scale + tile.y0
-    return np.stack([x, y], axis=-1).astype(np.float32)
-
-
-def crosses_inner_edge(box: np.ndarray, tile: Tile, width: int, height: int, margin: float) -> bool:
-    """Whether a box (frame pixels) leaves its tile through an edge inside the frame.
-
-    Such a detection is a face cut by the tile, which a neighbouring tile sees whole.
-    ``margin`` pixels of spill are tolerated (boxes are loose around the face).
-    """
-    return bool(
-        (tile.x0 > 0 and box[0] < tile.x0 - margin)
-        or (tile.y0 > 0 and box[1] < tile.y0 - margin)
-        or (tile.x1 < width and box[2] > tile.x1 + margin)
-        or (tile.y1 < height and box[3] > tile.y1 + margin)
-    )
-
-
 def regions_to_frame(points: np.ndarray, index: np.ndarray, boxes: list[Letterbox], tiles: list[Tile]) -> np.ndarray:
-    """:func:`to_frame` for points of many regions in one pass.
+    """Map points normalised to [0, 1] of their region's model input into frame pixels.
 
     Args:
         points: float32 (K, ..., 2) ``(x, y)`` normalised to the model input.
         index: int (K,) which region each of the K point sets comes from.
-        boxes, tiles: per region, as for :func:`to_frame`.
+        boxes: per region, where it was letterboxed into the model input (:func:`letterbox`).
+        tiles: per region, where it was cut from the frame.
 
     Returns:
-        float32 array of the same shape, in frame pixels; element for element the same
-        float32 arithmetic as :func:`to_frame`, so the values are identical.
+        float32 array of the same shape, in frame pixels:
+        ``(p * size - pad) / scale + tile origin`` per axis.
     """
     size = np.float32(boxes[0].size)
     per_region = np.array([(b.pad_x, b.pad_y, b.scale, t.x0, t.y0) for b, t in zip(boxes, tiles)], np.float32)
@@ -146,11 +118,15 @@ def regions_to_frame(points: np.ndarray, index: np.ndarray, boxes: list[Letterbo
 def crossing_inner_edges(
     boxes: np.ndarray, index: np.ndarray, tiles: list[Tile], width: int, height: int, margin: float
 ) -> np.ndarray:
-    """:func:`crosses_inner_edge` for K boxes of many tiles: bool (K,).
+    """Which boxes leave their tile through an edge inside the frame: bool (K,).
+
+    Such a detection is a face cut by the tile, which a neighbouring tile sees whole.
+    ``margin`` pixels of spill are tolerated (boxes are loose around the face).
 
     Args:
         boxes: float32 (K, 4) ``(x0, y0, x1, y1)`` in frame pixels.
         index: int (K,) which of ``tiles`` each box comes from.
+        tiles: the regions; width, height: the frame size in pixels; margin: pixels.
     """
     edges = np.array([(t.x0, t.y0, t.x1, t.y1) for t in tiles], np.int64)[index]
     inner = (edges[:, 0] > 0, edges[:, 1] > 0, edges[:, 2] < width, edges[:, 3] < height)
