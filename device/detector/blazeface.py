@@ -31,11 +31,20 @@ VARIANTS = {
 
 
 def to_input(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (S, S, 3) RGB to float32 (1, S, S, 3) in [-1, 1].
+    """uint8 (S, S, 3) RGB to float32 (1, S, S, 3) in [-1, 1] (see :func:`scale_into`)."""
+    out = np.empty((1, *rgb.shape), np.float32)
+    scale_into(rgb[None], out)
+    return out
 
-    MediaPipe's face graphs convert with ``output_tensor_float_range {min: -1 max: 1}``.
+
+def scale_into(rgbs: np.ndarray, out: np.ndarray) -> None:
+    """uint8 RGB pixels to float32 in [-1, 1], written into ``out`` (float32, same shape).
+
+    MediaPipe's face graphs convert with ``output_tensor_float_range {min: -1 max: 1}``:
+    ``x / 127.5 - 1``, done in place in float32.
     """
-    return (rgb.astype(np.float32) / 127.5 - 1.0)[None]
+    np.divide(rgbs, np.float32(127.5), out=out, dtype=np.float32)
+    np.subtract(out, np.float32(1.0), out=out)
 
 
 def input_lut(model: TFLiteModel) -> np.ndarray:
@@ -55,13 +64,12 @@ def input_lut(model: TFLiteModel) -> np.ndarray:
 def fill_input(rgbs: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
     """Write the model input values of uint8 pixels ``rgbs`` into ``out`` (same shape).
 
-    A float32 input gets :func:`to_input`'s arithmetic in place (two vectorised passes,
+    A float32 input is computed in place (:func:`scale_into`: two vectorised passes,
     about 4x faster than a float32 gather here); a quantized input goes through ``lut``
     (:func:`input_lut`), one gather. The values equal ``lut[rgbs]`` either way.
     """
     if out.dtype == np.float32:
-        np.divide(rgbs, np.float32(127.5), out=out, dtype=np.float32)
-        np.subtract(out, np.float32(1.0), out=out)
+        scale_into(rgbs, out)
     else:
         np.take(lut, rgbs, out=out, mode="wrap")
 
