@@ -8,7 +8,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 CLIP ?= $(SHARED)/data/video/intel_classroom.gif
-FLOAT_MODELS := models/face_detection_full_range_sparse.tflite models/face_detection_short_range.tflite
 
 ENV_FILE ?=
 
@@ -26,10 +25,7 @@ endif
 BUILD_VENV := .venv-build
 BUILD_STAMP := $(BUILD_VENV)/.installed
 
-MEDIAPIPE_VENV := .venv-mediapipe
-MEDIAPIPE_STAMP := $(MEDIAPIPE_VENV)/.installed
-
-.PHONY: run test venv models-fetch models models-check bench system-deps clean
+.PHONY: run test venv models models-check bench system-deps clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
@@ -40,13 +36,9 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 venv: $(STAMP)
 
-# Always run: the script hashes the files (fast) and fetches again only what is missing,
-# truncated or altered, so `make models-fetch` repairs a damaged model.
-models-fetch: $(STAMP)
-	$(PY) scripts/fetch_models.py
-
-# The int8 models are committed; 'make models' rebuilds them (and the manifest entries)
-# with ai-edge-quantizer in a separate build venv, so the runtime venv stays light.
+# The models are committed (models/manifest.json). 'make models' rebuilds them from
+# models/yunet_n_dynamic.onnx with onnx2tf in a separate build venv (TensorFlow: about
+# 2 GB), so the runtime venv and 'make test' stay light.
 $(BUILD_STAMP): scripts/requirements-build.txt scripts/setup.sh
 	./scripts/setup.sh
 	$(PYTHON) -m venv $(BUILD_VENV)
@@ -54,31 +46,25 @@ $(BUILD_STAMP): scripts/requirements-build.txt scripts/setup.sh
 	$(BUILD_VENV)/bin/python -m pip install -q -r scripts/requirements-build.txt
 	touch $(BUILD_STAMP)
 
-models: $(BUILD_STAMP) models-fetch
-	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py
+models: $(BUILD_STAMP)
+	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(BUILD_VENV)/bin/python scripts/build_models.py
 
-# Rebuild in memory and compare with the committed int8 files byte for byte.
-models-check: $(BUILD_STAMP) models-fetch
-	ROOMPULSE_SHARED=$(abspath $(SHARED)) TQDM_DISABLE=1 $(BUILD_VENV)/bin/python scripts/build_models.py --check
+# Rebuild in a scratch directory and compare with the committed files byte for byte.
+models-check: $(BUILD_STAMP)
+	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(BUILD_VENV)/bin/python scripts/build_models.py --check
 
-# scripts/bench.py: float vs int8 vs MediaPipe's own detector on the classroom clip.
-$(MEDIAPIPE_STAMP): scripts/requirements-mediapipe.txt
-	$(PYTHON) -m venv $(MEDIAPIPE_VENV)
-	$(MEDIAPIPE_VENV)/bin/python -m pip install -q --upgrade pip
-	$(MEDIAPIPE_VENV)/bin/python -m pip install -q -r scripts/requirements-mediapipe.txt
-	touch $(MEDIAPIPE_STAMP)
-
-bench: $(STAMP) models-fetch $(MEDIAPIPE_STAMP)
+# scripts/bench.py: bare invoke vs pipeline, int8 vs float, ours vs OpenCV's FaceDetectorYN.
+bench: $(STAMP)
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) scripts/bench.py
 
 system-deps:
 	./scripts/setup.sh --broker
 
-run: $(STAMP) models-fetch
+run: $(STAMP)
 	$(VENV)/bin/roompulse $(if $(ENV_FILE),--env-file $(ENV_FILE)) run --source $(CLIP)
 
-test: $(STAMP) models-fetch system-deps
+test: $(STAMP) system-deps
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(BUILD_VENV) $(MEDIAPIPE_VENV) .state $(FLOAT_MODELS)
+	rm -rf $(VENV) $(BUILD_VENV) .state

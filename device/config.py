@@ -98,18 +98,14 @@ class Settings(BaseSettings):
     yaw_limit_deg: float = Field(30.0, gt=0, le=90, description="facing-front limit on |yaw|, degrees")
     pitch_limit_deg: float = Field(25.0, gt=0, le=90, description="facing-front limit on |pitch|, degrees")
     accelerator: Literal["auto", "cpu", "edgetpu"] = Field("auto", description="inference accelerator")
-    # Float stays the default: the int8 build misses the accuracy bar on small
-    # faces (models/README.md, "Accuracy"); ROOMPULSE_MODEL=blazeface_full_range_int8 selects it.
-    model: str = Field("blazeface_full_range_float",
-                       description="model name from models/manifest.json (*_float or *_int8)")
+    # int8 is the default: it keeps the float model's detections on every clip (models/README.md,
+    # "Accuracy and speed"); ROOMPULSE_MODEL=yunet_n_float32 selects float.
+    model: str = Field("yunet_n_int8",
+                       description="model set (yunet_n_int8, yunet_n_float32: size chosen per frame) or one "
+                                   "entry of models/manifest.json (e.g. yunet_n_1280x736_int8)")
     threads: int = Field(2, ge=1, le=16, description="interpreter CPU threads")
-    tile_size: int = Field(160, ge=0, le=4096, description="tile side in frame pixels; 0 = no tiling")
-    tile_overlap: int = Field(48, ge=0, le=4096, description="overlap between tiles in frame pixels")
-    # MediaPipe's graph uses 0.6 (full range) for one pass over the frame; tiling gives every
-    # frame 9-29 passes and so more chances for a false positive. On the one-by-one clip
-    # (people seen from behind) 0.6 gave 21 frames with 2 faces for 1 person, 0.65 none,
-    # while the classroom clip kept 4 faces in 42 of 45 frames (README, "Detection").
-    min_score: float = Field(0.65, gt=0, lt=1, description="detection confidence threshold")
+    # models/README.md, "Choosing the score threshold": the counts on the clips at 0.5-0.9.
+    min_score: float = Field(0.6, gt=0, lt=1, description="detection confidence threshold")
     state_dir: Path = Field(Path("/var/lib/roompulse"), description="outbox and state directory")
     ha_discovery: bool = Field(True, description="announce Home Assistant MQTT discovery")
     ha_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant discovery prefix")
@@ -134,21 +130,15 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value):
-        from device.models import ModelError, load_manifest
+        from device.models import ModelError, known_names, load_manifest
 
         try:
-            known = load_manifest()
+            known = known_names(load_manifest())
         except ModelError:
             return value  # reported when the model is loaded
         if value not in known:
-            raise ValueError(f"unknown model '{value}'; models/manifest.json lists: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown model '{value}'; models/manifest.json lists: {', '.join(known)}")
         return value
-
-    @model_validator(mode="after")
-    def _tiles(self):
-        if self.tile_size and self.tile_overlap >= self.tile_size:
-            raise ValueError("ROOMPULSE_TILE_OVERLAP must be smaller than ROOMPULSE_TILE_SIZE")
-        return self
 
     @model_validator(mode="after")
     def _hang(self):

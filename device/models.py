@@ -1,20 +1,26 @@
 """The model manifest and model-file verification.
 
-``models/manifest.json`` records, for each model, its file name, sha256, size, BlazeFace
-variant, licence and where it comes from. Start-up refuses a model file that is
-missing, truncated or whose hash differs, with a message that says how to get it back.
+``models/manifest.json`` records, for each model, its file name, sha256, size, family,
+precision, input size, licence and how it was built. Start-up refuses a model file that
+is missing, truncated or whose hash differs, with a message that says how to get it back.
+
+A model *set* is the family and precision without the size (``yunet_n_int8``): the
+detector then picks, per frame size, the entry of that set whose input fits
+(``device.detector.yunet.place``). A full entry name (``yunet_n_1280x736_int8``) pins one size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = MODELS_DIR / "manifest.json"
-FETCH_HINT = "run 'make models-fetch' (scripts/fetch_models.py) to fetch and check it"
+FETCH_HINT = ("restore it from the repository ('git checkout -- models/'), or rebuild it with 'make models' "
+              "(models/README.md)")
 EDGETPU_HINT = "compile it with edgetpu_compiler and record it in the manifest (models/README.md)"
 
 
@@ -24,7 +30,8 @@ class ModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One manifest entry: ``name`` is its key, ``variant`` ``"full"`` or ``"short"``.
+    """One manifest entry: ``name`` is its key, ``family`` e.g. ``"yunet"``, ``precision``
+    ``"int8"`` or ``"float32"``, ``input_size`` the model input ``(W, H)`` in pixels.
 
     ``selftest`` is the stored self-test expectation (``device.selftest``), ``edgetpu`` the
     compiled Edge TPU model of an int8 entry (``{"file", "sha256", "bytes"}``; hash and size
@@ -35,7 +42,9 @@ class ModelEntry:
     file: str
     sha256: str
     size: int
-    variant: str
+    family: str
+    precision: str
+    input_size: tuple[int, int]
     selftest: dict | None = field(default=None, compare=False)
     edgetpu: dict | None = field(default=None, compare=False)
 
@@ -49,8 +58,8 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, ModelEntry]:
     try:
         data = json.loads(path.read_text())
         return {
-            name: ModelEntry(name, m["file"], m["sha256"], int(m["bytes"]), m["variant"],
-                             m.get("selftest"), m.get("edgetpu"))
+            name: ModelEntry(name, m["file"], m["sha256"], int(m["bytes"]), m["family"], m["precision"],
+                             (int(m["input"][2]), int(m["input"][1])), m.get("selftest"), m.get("edgetpu"))
             for name, m in data["models"].items()
         }
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -90,17 +99,27 @@ def verify(entry: ModelEntry, directory: Path = MODELS_DIR) -> Path:
     return path
 
 
-def resolve(name: str, directory: Path = MODELS_DIR, manifest: Path = MANIFEST) -> tuple[Path, ModelEntry]:
-    """Find and verify the model called ``name`` in the manifest.
+def set_name(entry_name: str) -> str:
+    """The set an entry belongs to: its name without the size (``yunet_n_1280x736_int8`` -> ``yunet_n_int8``)."""
+    return re.sub(r"_[0-9]+x[0-9]+_", "_", entry_name)
+
+
+def known_names(entries: dict[str, ModelEntry]) -> list[str]:
+    """Every name ``ROOMPULSE_MODEL`` accepts: the sets, then the single entries."""
+    return sorted({set_name(n) for n in entries}) + sorted(entries)
+
+
+def select(name: str, manifest: Path = MANIFEST) -> list[ModelEntry]:
+    """The entries a ``ROOMPULSE_MODEL`` value names: one entry, or every size of a set.
 
     Raises:
-        ModelError: unknown name (listing the known ones) or a file that fails :func:`verify`.
+        ModelError: unknown name (listing the known ones) or an unreadable manifest.
     """
     entries = load_manifest(manifest)
-    if name not in entries:
-        raise ModelError(f"unknown model '{name}'; the manifest lists: {', '.join(sorted(entries))}")
-    entry = entries[name]
-    return verify(entry, directory), entry
+    chosen = [entries[name]] if name in entries else [e for n, e in entries.items() if set_name(n) == name]
+    if not chosen:
+        raise ModelError(f"unknown model '{name}'; the manifest lists: {', '.join(known_names(entries))}")
+    return chosen
 
 
 def edgetpu_model(entry: ModelEntry, directory: Path = MODELS_DIR) -> Path:
@@ -112,14 +131,14 @@ def edgetpu_model(entry: ModelEntry, directory: Path = MODELS_DIR) -> Path:
     """
     if not entry.edgetpu:
         raise ModelError(f"model '{entry.name}' has no Edge TPU version; use an int8 model "
-                         "(ROOMPULSE_MODEL=blazeface_full_range_int8)")
+                         "(ROOMPULSE_MODEL=yunet_n_int8)")
     path = directory / entry.edgetpu["file"]
     if not path.is_file():
         raise ModelError(f"Edge TPU model {path} is missing; {EDGETPU_HINT}")
     if not entry.edgetpu.get("sha256"):
         raise ModelError(f"Edge TPU model {path} has no sha256 in the manifest; {EDGETPU_HINT}")
     tpu = ModelEntry(entry.name + "_edgetpu", entry.edgetpu["file"], entry.edgetpu["sha256"],
-                     int(entry.edgetpu["bytes"]), entry.variant)
+                     int(entry.edgetpu["bytes"]), entry.family, entry.precision, entry.input_size)
     try:
         return verify(tpu, directory)
     except ModelError as exc:

@@ -1,4 +1,4 @@
-"""Head orientation (yaw, pitch, roll) from BlazeFace's six keypoints.
+"""Head orientation (yaw, pitch, roll) from YuNet's five landmarks.
 
 Geometry. The head is treated as a rigid body seen by a distant camera (weak
 perspective), after removing roll by rotating the keypoints so the eye line is level.
@@ -7,11 +7,8 @@ perspective), after removing roll by rotating the keypoints so the eye line is l
   in front of it, ``HALF_EYE_SPAN`` being half the distance between the eyes. Turning the
   head by ``yaw`` shortens the projected eye span to ``2 * HALF_EYE_SPAN * cos(yaw)`` and
   moves the nose tip sideways by ``NOSE_AHEAD_OF_EYES * sin(yaw)`` from the eye midpoint, so
-  ``tan(yaw) = (offset / half_eye_span) * HALF_EYE_SPAN / NOSE_AHEAD_OF_EYES``. The eyes
-  are used rather than the ear tragions because BlazeFace places the ears by guesswork once
-  they are hidden, and its ear keypoints do not mirror with the image (measured on the
-  astronaut image), while the eyes and the nose tip do.
-* **Pitch.** Eyes and mouth lie near one plane; the nose tip stands ``NOSE_PROTRUSION``
+  ``tan(yaw) = (offset / half_eye_span) * HALF_EYE_SPAN / NOSE_AHEAD_OF_EYES``.
+* **Pitch.** Eyes and mouth (the midpoint of the two mouth corners) lie near one plane; the nose tip stands ``NOSE_PROTRUSION``
   (as a fraction of the eye-to-mouth distance) in front of it. For a level head the nose
   tip projects at ``NOSE_HEIGHT`` of the way from the eye line down to the mouth; raising
   the chin by ``pitch`` moves it up by ``NOSE_PROTRUSION * tan(pitch)`` of that distance.
@@ -37,9 +34,11 @@ import numpy as np
 
 from device.types import (
     LEFT_EYE,
-    MOUTH_CENTER,
+    LEFT_MOUTH,
     NOSE_TIP,
+    NUM_KEYPOINTS,
     RIGHT_EYE,
+    RIGHT_MOUTH,
     Detection,
     Face,
     HeadPose,
@@ -59,17 +58,17 @@ def head_pose(keypoints: np.ndarray) -> HeadPose:
     """Estimate yaw, pitch and roll.
 
     Args:
-        keypoints: float (6, 2) ``(x, y)`` in pixels, BlazeFace order.
+        keypoints: float (5, 2) ``(x, y)`` in pixels, YuNet order (:mod:`device.types`).
 
     Returns:
         The pose in degrees; sign conventions in :class:`device.types.HeadPose`.
 
     Raises:
-        ValueError: when ``keypoints`` is not (6, 2) or the eyes coincide.
+        ValueError: when ``keypoints`` is not (5, 2) or the eyes coincide.
     """
     kp = np.asarray(keypoints, dtype=np.float64)
-    if kp.shape != (6, 2):
-        raise ValueError(f"keypoints must have shape (6, 2), got {kp.shape}")
+    if kp.shape != (NUM_KEYPOINTS, 2):
+        raise ValueError(f"keypoints must have shape ({NUM_KEYPOINTS}, 2), got {kp.shape}")
     eye_vec = kp[LEFT_EYE] - kp[RIGHT_EYE]  # image-left eye -> image-right eye
     if not np.hypot(*eye_vec) > 0:
         raise ValueError("eye keypoints coincide; cannot estimate orientation")
@@ -83,7 +82,7 @@ def head_pose(keypoints: np.ndarray) -> HeadPose:
     ratio = -(level[NOSE_TIP, 0] - eye_mid[0]) / half_span
     yaw = math.atan(ratio * HALF_EYE_SPAN / NOSE_AHEAD_OF_EYES)
 
-    span = level[MOUTH_CENTER, 1] - eye_mid[1]
+    span = (level[RIGHT_MOUTH, 1] + level[LEFT_MOUTH, 1]) / 2.0 - eye_mid[1]
     if span <= 0:
         pitch = 0.0
     else:

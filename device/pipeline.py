@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from device.config import Settings
-from device.detector import FaceDetector, TilingOptions
-from device.detector.blazeface import VARIANTS, BlazeFace
-from device.models import MANIFEST, MODELS_DIR, ModelError, edgetpu_model, resolve
+from device.detector import FaceDetector
+from device.detector.yunet import YuNetDetector, YuNetModel
+from device.models import MANIFEST, MODELS_DIR, ModelEntry, ModelError, edgetpu_model, select, verify
 from device.orientation import orient
 from device.runtime import AcceleratorUnavailable, TFLiteModel, load_edgetpu_delegate
 from device.selftest import run_selftest
@@ -19,19 +19,12 @@ from device.types import Face, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
-# Most tile inputs per interpreter invoke on the CPU. Measured here on the classroom clip
-# (9 regions per frame, full range, one interleaved run): 3 per invoke gives nearly all of
-# the gain of 9 (pipeline per frame float 56.4 / 55.0 ms, int8 67.9 / 65.7 ms; one per
-# invoke 67.9 / 79.4 ms) for a third of the memory (float interpreter +8 MB instead of
-# +25 MB; with 9 the service's float peak RSS reached 150 MB, the limit).
-MAX_BATCH = 3
-
 
 class Analyzer:
     """Runs detection and head orientation on frames, timing the detector.
 
     Args:
-        detector: the tiled face detector.
+        detector: the face detector (a :class:`device.detector.FaceDetector`).
         yaw_limit, pitch_limit: facing-front limits in degrees.
         accelerator: ``"cpu"`` or ``"edgetpu"``, where inference runs (reported on status).
     """
@@ -93,29 +86,65 @@ def choose_accelerator(accelerator: str, entry, directory: Path = MODELS_DIR) ->
     return "cpu", None, None
 
 
-def build_analyzer(settings: Settings, directory: Path = MODELS_DIR, manifest: Path = MANIFEST) -> Analyzer:
-    """Load and verify the configured model, pick the accelerator, self-test, build the analyzer.
+class ModelLoader:
+    """Loads the model of one input size from a verified set: hash, accelerator, self-test.
 
     Args:
-        settings: ``model``, ``accelerator``, ``threads``, tiling, ``min_score`` and the
-            facing-front limits are used.
+        entries: the manifest entries of the configured set, one per input size.
+        accelerator: ``ROOMPULSE_ACCELERATOR``.
+        threads: interpreter CPU threads.
+        directory: where the model files are.
+
+    Raises (from :meth:`__call__`):
+        device.models.ModelError: the file is missing or altered; as
+            :class:`device.selftest.SelfTestError`, its self-test output differs.
+        device.runtime.AcceleratorUnavailable: ``edgetpu`` and a piece is missing.
+    """
+
+    def __init__(self, entries: list[ModelEntry], accelerator: str, threads: int, directory: Path = MODELS_DIR):
+        self.entries = {e.input_size: e for e in entries}
+        self.accelerator_setting = accelerator
+        self.threads = threads
+        self.directory = directory
+        self.accelerator = "cpu"
+        for entry in entries:  # every file of the set is checked before the service starts
+            verify(entry, directory)
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """The input sizes ``(W, H)`` of the set, pixels."""
+        return sorted(self.entries)
+
+    def __call__(self, size: tuple[int, int]) -> YuNetModel:
+        entry = self.entries[size]
+        path = verify(entry, self.directory)
+        self.accelerator, tpu_path, delegates = choose_accelerator(self.accelerator_setting, entry, self.directory)
+        model = YuNetModel(TFLiteModel(tpu_path or path, num_threads=self.threads, delegates=delegates))
+        score = run_selftest(model, entry.selftest, entry.name)
+        log.info("model %s on %s passed its self-test (face score %.3f)", entry.name, self.accelerator, score)
+        return model
+
+
+def build_analyzer(settings: Settings, directory: Path = MODELS_DIR, manifest: Path = MANIFEST) -> Analyzer:
+    """Verify the configured model set, load and self-test the model of the camera size,
+    pick the accelerator, build the analyzer.
+
+    Args:
+        settings: ``model``, ``accelerator``, ``threads``, ``camera_size``, ``min_score`` and
+            the facing-front limits are used.
         directory, manifest: where the model files and their manifest are (tests use copies).
 
     Raises:
-        device.models.ModelError: the model file is missing, truncated or altered;
+        device.models.ModelError: unknown model, or a file missing, truncated or altered;
             or, as :class:`device.selftest.SelfTestError`, its self-test output differs.
         device.runtime.AcceleratorUnavailable: ``ROOMPULSE_ACCELERATOR=edgetpu`` and the
             delegate or the compiled model is missing.
         device.runtime.RuntimeUnavailable: no TFLite runtime is installed.
-        ValueError: the model cannot be loaded or does not fit its BlazeFace variant.
+        ValueError: the model cannot be loaded or is not a YuNet model.
     """
-    path, entry = resolve(settings.model, directory, manifest)
-    accelerator, tpu_path, delegates = choose_accelerator(settings.accelerator, entry, directory)
-    # Regions of a frame MAX_BATCH at a time on the CPU; the Edge TPU's compiled model has fixed shapes.
-    model = BlazeFace(TFLiteModel(tpu_path or path, num_threads=settings.threads, delegates=delegates),
-                      VARIANTS[entry.variant], max_batch=MAX_BATCH if accelerator == "cpu" else 1)
-    best = run_selftest(model, entry.selftest, entry.name)
-    log.info("model %s on %s passed its self-test (best score %.3f)", entry.name, accelerator, best)
-    tiling = TilingOptions(tile=settings.tile_size, overlap=settings.tile_overlap)
-    detector = FaceDetector(model, tiling, settings.min_score)
-    return Analyzer(detector, settings.yaw_limit_deg, settings.pitch_limit_deg, accelerator)
+    loader = ModelLoader(select(settings.model, manifest), settings.accelerator, settings.threads, directory)
+    detector = YuNetDetector(loader.sizes, loader, settings.min_score)
+    # Load now the model the configured camera size needs, so a broken model or accelerator
+    # stops start-up; other frame sizes (files, streams) load theirs at their first frame.
+    detector.model_for(detector.placement(*settings.camera_wh).model_size)
+    return Analyzer(detector, settings.yaw_limit_deg, settings.pitch_limit_deg, loader.accelerator)

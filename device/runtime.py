@@ -110,10 +110,11 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 class TFLiteModel:
-    """One loaded ``.tflite`` model with one float-valued input and float-valued outputs.
+    """One loaded ``.tflite`` model with one image input and named outputs.
 
-    Quantized (int8/uint8, per-tensor) inputs and outputs are converted at the boundary,
-    so callers always pass and receive real (float32) values.
+    Outputs are named by the model's ``serving_default`` SignatureDef (YuNet: ``cls_8`` ...
+    ``kps_32``, as in the source ONNX graph); quantized (int8/uint8, per-tensor) outputs are
+    dequantized to float32 when read.
 
     Args:
         path: the ``.tflite`` file.
@@ -122,7 +123,8 @@ class TFLiteModel:
 
     Raises:
         RuntimeUnavailable: no runtime package.
-        ValueError: the file is not a model the runtime can load.
+        ValueError: the file is not a model the runtime can load, or has no signature
+            naming its outputs.
     """
 
     def __init__(self, path: Path, num_threads: int = 2, delegates: list | None = None):
@@ -134,14 +136,19 @@ class TFLiteModel:
                 experimental_delegates=delegates or None,
             )
             self._interp.allocate_tensors()
+            signatures = self._interp._get_full_signature_list()
         except (ValueError, RuntimeError) as exc:
             raise ValueError(f"cannot load model {path}: {exc}") from exc
+        if not signatures:
+            raise ValueError(f"model {path} has no SignatureDef naming its outputs; rebuild it with 'make models'")
         self._input = self._interp.get_input_details()[0]
-        self._outputs = self._interp.get_output_details()
+        by_index = {d["index"]: d for d in self._interp.get_output_details()}
+        outputs = next(iter(signatures.values()))["outputs"]
+        self._outputs = {name: by_index[index] for name, index in outputs.items()}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Input tensor shape, e.g. (1, 192, 192, 3)."""
+        """Input tensor shape, e.g. (1, 736, 1280, 3)."""
         return tuple(int(v) for v in self._input["shape"])
 
     @property
@@ -156,60 +163,41 @@ class TFLiteModel:
         return float(scale), int(zero)
 
     @property
-    def batch(self) -> int:
-        """How many inputs one :meth:`invoke` runs: the input's first dimension."""
-        return self.input_shape[0]
-
-    def set_batch(self, n: int) -> None:
-        """Resize the input to ``n`` inputs of the same shape and re-allocate the tensors.
-
-        A no-op when the input already holds ``n``. Outputs then hold the ``n`` results
-        along their first non-unit axis, as the model's own RESHAPE ops lay them out
-        (BlazeFace: (1, n x anchors, C)). Re-allocating costs milliseconds (XNNPACK
-        repacks), so a caller should keep one batch size.
-
-        Raises:
-            ValueError: the runtime or a delegate cannot resize this model.
-        """
-        if n == self.batch:
-            return
-        try:
-            self._interp.resize_tensor_input(self._input["index"], [n, *self.input_shape[1:]])
-            self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ValueError(f"cannot resize the model input to a batch of {n}: {exc}") from exc
-        self._input = self._interp.get_input_details()[0]
-        self._outputs = self._interp.get_output_details()
+    def output_names(self) -> list[str]:
+        """The signature's output names."""
+        return list(self._outputs)
 
     def input_buffer(self) -> np.ndarray:
         """The input tensor's own memory: writable, shape :attr:`input_shape`, dtype
         :attr:`input_dtype`, already quantized values. Write into it, drop the array, then
-        call :meth:`invoke` with no tensor (the runtime refuses to run while a view is held)."""
+        call :meth:`invoke` (the runtime refuses to run while a view is held)."""
         return self._interp.tensor(self._input["index"])()
 
-    def invoke(self, tensor: np.ndarray | None = None) -> list[np.ndarray]:
-        """Run one inference.
+    def invoke(self) -> None:
+        """Run one inference on what :meth:`input_buffer` holds."""
+        self._interp.invoke()
 
-        Args:
-            tensor: float32 real values of shape :attr:`input_shape`, or, for a quantized
-                input, values already quantized to :attr:`input_dtype` (used as they are);
-                None to run on what :meth:`input_buffer` holds.
+    def raw_output(self, name: str) -> tuple[np.ndarray, float, int]:
+        """An output as stored, without conversion.
 
         Returns:
-            Each output tensor as float32 real values, in the model's output order.
-        """
-        if tensor is not None:
-            detail = self._input
-            if detail["dtype"] in (np.int8, np.uint8) and tensor.dtype != detail["dtype"]:
-                scale, zero = detail["quantization"]
-                tensor = quantize(tensor, scale, zero, detail["dtype"])
-            self._interp.set_tensor(detail["index"], tensor.astype(detail["dtype"], copy=False))
-        self._interp.invoke()
-        return [self._read(out) for out in self._outputs]
+            ``(values, scale, zero_point)``: a copy of the tensor (float32, or int8/uint8
+            for a quantized model), and its quantization (``(0.0, 0)`` when float).
 
-    def _read(self, detail: dict) -> np.ndarray:
-        value = self._interp.get_tensor(detail["index"])
-        if detail["dtype"] in (np.int8, np.uint8):
-            scale, zero = detail["quantization"]
-            return dequantize(value, scale, zero)
-        return value.astype(np.float32, copy=False)
+        Raises:
+            KeyError: no output of that name.
+        """
+        detail = self._outputs[name]
+        scale, zero = detail["quantization"]
+        return self._interp.get_tensor(detail["index"]), float(scale), int(zero)
+
+    def output(self, name: str) -> np.ndarray:
+        """An output as float32 real values (dequantized when quantized).
+
+        Raises:
+            KeyError: no output of that name.
+        """
+        values, scale, zero = self.raw_output(name)
+        if values.dtype in (np.int8, np.uint8):
+            return dequantize(values, scale, zero)
+        return values.astype(np.float32, copy=False)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# BlazeFace keypoint order (MediaPipe face_detection.py, FaceKeyPoint enum).
-RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH_CENTER, RIGHT_EAR_TRAGION, LEFT_EAR_TRAGION = range(6)
-NUM_KEYPOINTS = 6
+# YuNet's five landmarks, in its output order (libfacedetection.train; OpenCV FaceDetectorYN
+# docs: right eye, left eye, nose tip, right and left mouth corner, of the person).
+RIGHT_EYE, LEFT_EYE, NOSE_TIP, RIGHT_MOUTH, LEFT_MOUTH = range(5)
+NUM_KEYPOINTS = 5
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +47,8 @@ class Detection:
 
     Attributes:
         box: float32 (4,) ``[x_min, y_min, x_max, y_max]`` in pixels.
-        score: detection confidence in [0, 1] (sigmoid of the model's logit).
-        keypoints: float32 (6, 2) ``(x, y)`` in pixels, order as ``RIGHT_EYE`` ... ``LEFT_EAR_TRAGION``
+        score: detection confidence in [0, 1] (YuNet: ``sqrt(cls * obj)``).
+        keypoints: float32 (5, 2) ``(x, y)`` in pixels, order as ``RIGHT_EYE`` ... ``LEFT_MOUTH``
             (the person's right eye appears on the image's left for a frontal face).
     """
 
@@ -62,7 +63,7 @@ class Detection:
 
 @dataclass(frozen=True)
 class HeadPose:
-    """Head orientation estimated from the six keypoints.
+    """Head orientation estimated from the five landmarks.
 
     Attributes:
         yaw_deg: degrees; > 0 when the face is turned toward the image's left side

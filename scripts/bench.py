@@ -1,272 +1,204 @@
 #!/usr/bin/env python3
-"""Benchmark: bare interpreter vs the whole pipeline, float vs int8, ours vs MediaPipe.
+"""Benchmark: bare interpreter vs the whole pipeline, int8 vs float, ours vs OpenCV, vs the old detector.
 
-One run on this machine over the classroom clip (45 frames, 480x270), default settings
-(160 px tiles, 48 px overlap, whole-frame pass, ROOMPULSE_THREADS=2, min score 0.65):
+All in one run, so the ratios are not skewed by this shared machine's load changing
+between runs. On the 45 frames of the classroom clip (``../shared/data/video``), at its own
+480x270 and upscaled (bilinear) to 1280x720 and 1920x1080:
 
-* bare ``Interpreter.invoke()`` per tile: its own interpreter at batch 1, input already
-  set, ``invoke()`` alone timed (the limit); tiles x that per frame;
-* the pipeline's own invoke: the detector runs the 9 regions of a frame 3 per invoke
-  (``device.pipeline.MAX_BATCH``); one such invoke alone, divided by 3, per tile;
-* pipeline per frame (letterbox, input conversion, invoke, decode, mapping to frame pixels,
-  NMS, head pose), decode excluded and included; frames per second; ratio to tiles x bare invoke (the target's
-  definition) and to tiles x the pipeline's own invoke per tile (what is left for Python);
-* float vs int8, timed in one process, interleaved frame by frame (medians per frame);
-  peak RSS (``VmHWM``) of each model in a fresh process running the pipeline over the clip;
-* tiling off (one letterboxed pass per frame) vs MediaPipe's own face detector
-  (``scripts/bench_mediapipe.py`` in ``.venv-mediapipe``), same frames, same full-range
-  model, same minimum score: throughput ratio and detection agreement.
+* bare ``invoke()`` per model size, int8 and float32: the interpreter alone, input set once;
+* the pipeline per frame (``Analyzer.faces``: copy into the input, invoke, decode, NMS, head
+  orientation), and its ratio to the bare invoke of the same model;
+* OpenCV's ``cv2.FaceDetectorYN`` with the same ONNX (``models/yunet_n_dynamic.onnx``), same
+  frames (given as BGR, converted before timing), same thresholds, ``cv2.setNumThreads`` =
+  our interpreter threads; our speed ratio to it;
+* the old tiled BlazeFace pipeline (the landed commit ``OLD_COMMIT``, extracted with
+  ``git archive`` into a scratch directory, its float model fetched by its own script from
+  the mediapipe wheel on PyPI) at 1280x720, in a subprocess; skipped with ``--no-blazeface``;
+* peak RSS (``VmHWM``) of ``roompulse run`` on the clip upscaled to 1280x720 and 1920x1080
+  (written to scratch MP4 files), int8.
 
-``--kernels`` also times bare invoke of both models with XNNPACK (the default) and with
-TFLite's builtin kernels (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``: ruy /
-optimized int8 kernels), 1 and 2 threads, interleaved.
-
-Back-to-back runs of the same code scatter: the float pipeline ratio read 1.33-1.42 in four
-quiet runs (models/README.md), so a change of well under a millisecond per frame is measured
-interleaved in one process, not from two runs of this script.
-
-Usage: ``make bench`` (creates .venv-mediapipe), or ``.venv/bin/python scripts/bench.py``
-(skips MediaPipe when its venv is missing). ``--repeat`` passes over the clip per figure.
+Timings are medians over ``--repeat`` passes of the 45 frames, passes of the configurations
+interleaved. Usage: ``make bench``, or ``.venv/bin/python scripts/bench.py [--repeat N]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("ROOMPULSE_SHARED", ROOT.parent / "shared"))
 CLIP = SHARED / "data" / "video" / "intel_classroom.gif"
-MEDIAPIPE_PY = ROOT / ".venv-mediapipe" / "bin" / "python"
-MODELS = ("blazeface_full_range_float", "blazeface_full_range_int8")
-# Second agreement figure: both detectors at MediaPipe's own default confidence, so that
-# faces scored just around 0.65 by one and not the other do not count as disagreements.
-LOW_SCORE = 0.5
+FRAME_SIZES = ((480, 270), (1280, 720), (1920, 1080))
+PRECISIONS = ("int8", "float32")
+OLD_COMMIT = "c66a370"  # the last landed main with the tiled BlazeFace detector
+THREADS = 2
+
+
+def frames_at(size: tuple[int, int]) -> list[np.ndarray]:
+    from PIL import Image
+
+    from device.sources.files import read_file
+
+    frames = [f.rgb for f in read_file(CLIP)]
+    if frames[0].shape[1::-1] == size:
+        return frames
+    return [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames]
+
+
+def analyzer(precision: str, size: tuple[int, int]):
+    from device.config import Settings
+    from device.pipeline import build_analyzer
+
+    return build_analyzer(Settings(_env_file=None, state_dir=Path("/nonexistent"), model=f"yunet_n_{precision}",
+                                   camera_size=f"{size[0]}x{size[1]}", accelerator="cpu", threads=THREADS))
+
+
+def timed(fn, items, times: list) -> None:
+    for item in items:
+        began = time.perf_counter()
+        fn(item)
+        times.append((time.perf_counter() - began) * 1000)
 
 
 def measure(repeat: int) -> dict:
-    """Time both models in this process, interleaved frame by frame so that the load of
-    other processes on this shared machine hits both alike; medians per frame."""
-    import numpy as np
+    """Median ms per frame of every configuration, interleaved pass by pass."""
+    import cv2
 
-    from device.config import Settings
-    from device.detector import FaceDetector, TilingOptions, letterboxed_input
-    from device.detector.blazeface import VARIANTS, BlazeFace
-    from device.models import resolve
-    from device.pipeline import build_analyzer
-    from device.runtime import TFLiteModel
-    from device.sources.files import read_file
+    cv2.setNumThreads(THREADS)
+    from device.detector.yunet import SCORE_THRESHOLD
 
-    began = time.perf_counter()
-    frames = [f.rgb for f in read_file(CLIP)]
-    decode_ms = (time.perf_counter() - began) * 1000 / len(frames)
-    runs = {}
-    for model in MODELS:
-        settings = Settings(_env_file=None, state_dir=Path("/nonexistent"), model=model, accelerator="cpu")
-        analyzer = build_analyzer(settings)
-        detector = analyzer.detector
-        regions = detector.regions(frames[0].shape[1], frames[0].shape[0])
-        path, entry = resolve(model)
-        # Bare invoke: its own interpreter at batch 1, the first tile of frame 0 set once;
-        # invoke() alone is timed.
-        bare = BlazeFace(TFLiteModel(path, num_threads=settings.threads), VARIANTS[entry.variant])
-        bare.model.invoke(bare._lut[letterboxed_input(frames[0], regions[0], bare.input_size)[0]][None])
-        # The pipeline runs the regions of a frame a few per invoke; one such invoke alone.
-        analyzer.faces(frames[0])
-        # Tiling off runs batch 1: its own interpreter, so that neither reallocates.
-        single_model = BlazeFace(TFLiteModel(path, num_threads=settings.threads), VARIANTS[entry.variant])
-        single = FaceDetector(single_model, TilingOptions(tile=0), settings.min_score)
-        runs[model] = {"analyzer": analyzer, "interp": bare.model._interp, "batched": detector.model.model._interp,
-                       "batch_size": detector.model.model.batch,
-                       "tiles": len(regions), "single": single, "bare": [], "batch": [], "pipe": [], "notile": [],
-                       "threads": settings.threads}
-    for _ in range(repeat):
-        for rgb in frames:
-            for model in MODELS:
-                run = runs[model]
-                t0 = time.perf_counter()
-                for _ in range(run["tiles"]):
-                    run["interp"].invoke()
-                t1 = time.perf_counter()
-                run["analyzer"].faces(rgb)
-                t2 = time.perf_counter()
-                run["single"].detect(rgb)
-                t3 = time.perf_counter()
-                run["batched"].invoke()
-                t4 = time.perf_counter()
-                run["bare"].append((t1 - t0) * 1000 / run["tiles"])
-                run["pipe"].append((t2 - t1) * 1000)
-                run["notile"].append((t3 - t2) * 1000)
-                run["batch"].append((t4 - t3) * 1000 / run["batch_size"])
-    out = {}
-    for model, run in runs.items():
-        notile = [[{"box": d.box.tolist(), "keypoints": d.keypoints.tolist()} for d in run["single"].detect(rgb)]
-                  for rgb in frames]
-        low = FaceDetector(run["single"].model, TilingOptions(tile=0), LOW_SCORE)
-        notile_low = [[{"box": d.box.tolist(), "keypoints": d.keypoints.tolist()} for d in low.detect(rgb)]
-                      for rgb in frames]
-        out[model] = {
-            "frames": len(frames), "tiles_per_frame": run["tiles"], "threads": run["threads"],
-            "batch_size": run["batch_size"],
-            "invoke_ms": float(np.median(run["bare"])), "batch_invoke_ms": float(np.median(run["batch"])),
-            "pipeline_ms": float(np.median(run["pipe"])),
-            "decode_ms": decode_ms, "included_ms": float(np.median(run["pipe"])) + decode_ms,
-            "notile_ms": float(np.median(run["notile"])), "notile_detections": notile,
-            "notile_low_detections": notile_low,
-        }
-    return out
-
-
-def kernels(repeat: int) -> None:
-    """Print bare invoke per tile of both models with XNNPACK and with the builtin kernels,
-    1 and 2 threads, each configuration's own interpreter, interleaved round by round
-    (medians of 3 invokes per configuration and round)."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from device.detector import letterboxed_input
-    from device.detector.blazeface import VARIANTS, BlazeFace
-    from device.detector.tiling import tile_grid
-    from device.models import resolve
-    from device.runtime import TFLiteModel
-    from device.sources.files import read_file
-
-    frame = next(iter(read_file(CLIP))).rgb
     configs = {}
-    for model in MODELS:
-        path, entry = resolve(model)
-        blaze = BlazeFace(TFLiteModel(path), VARIANTS[entry.variant])
-        tensor = blaze._lut[letterboxed_input(frame, tile_grid(480, 270, 160, 48)[0], blaze.input_size)[0]][None]
-        for resolver in ("AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"):
-            for threads in (1, 2):
-                interp = Interpreter(model_path=str(path), num_threads=threads,
-                                     experimental_op_resolver_type=getattr(OpResolverType, resolver))
-                interp.allocate_tensors()
-                interp.set_tensor(interp.get_input_details()[0]["index"], tensor)
-                interp.invoke()
-                kind = "XNNPACK" if resolver == "AUTO" else "builtin"
-                configs[(model.split("_")[-1], kind, threads)] = (interp, [])
-    for _ in range(5 * repeat):
-        for interp, times in configs.values():
-            # One untimed invoke first: the previous configuration's worker threads spin
-            # for a while after its invoke and would slow this one's first invoke.
-            interp.invoke()
-            for _ in range(3):
-                began = time.perf_counter()
-                interp.invoke()
-                times.append((time.perf_counter() - began) * 1000)
-    print("bare invoke per tile, ms (median), by kernels and threads:")
-    for (model, kind, threads), (_, times) in configs.items():
-        print(f"  {model:6s} {kind:8s} {threads} thread(s) {np.median(times):8.2f}")
+    for size in FRAME_SIZES:
+        frames = frames_at(size)
+        bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]
+        for precision in PRECISIONS:
+            a = analyzer(precision, size)
+            a.faces(frames[0])
+            model = a.detector.model.model
+            configs[(size, precision, "bare")] = (lambda _, m=model: m.invoke(), frames, [])
+            configs[(size, precision, "pipeline")] = (a.faces, frames, [])
+        ref = cv2.FaceDetectorYN.create(str(ROOT / "models" / "yunet_n_dynamic.onnx"), "", size,
+                                        SCORE_THRESHOLD, 0.3, 5000)
+        ref.detect(bgr[0])
+        configs[(size, "opencv", "pipeline")] = (ref.detect, bgr, [])
+    for _ in range(repeat):
+        for fn, items, times in configs.values():
+            fn(items[0])  # untimed: the previous configuration's threads may still spin
+            timed(fn, items, times)
+    return {key: float(np.median(times)) for key, (_, _, times) in configs.items()}
 
 
-def peak_rss(model: str) -> float:
-    """Peak RSS in MB of a fresh process that runs the default pipeline with ``model``
-    over the clip, decoding as it goes (what the service does).
-
-    Read from the child's ``VmHWM`` (/proc/self/status), not ``ru_maxrss``: Linux carries
-    ``ru_maxrss`` over fork and exec, so it would report this benchmark's own (larger) RSS."""
+def old_blazeface(scratch: Path, repeat: int) -> float | None:
+    """Median ms per frame of the landed tiled BlazeFace pipeline at 1280x720, or None."""
+    tree = scratch / "old"
+    tree.mkdir()
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+        subprocess.run([sys.executable, str(tree / "scripts" / "fetch_models.py")], check=True, capture_output=True)
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        print(f"(old BlazeFace pipeline skipped: {exc})")
+        return None
     code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+        "import sys, time, numpy as np; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+        "from PIL import Image\n"
         "from device.config import Settings; from device.pipeline import build_analyzer\n"
         "from device.sources.files import read_file\n"
-        "a = build_analyzer(Settings(_env_file=None, state_dir=Path('/x'), model=sys.argv[2], accelerator='cpu'))\n"
-        "[a.faces(f.rgb) for f in read_file(sys.argv[3])]\n"
-        "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024)\n"
+        "a = build_analyzer(Settings(_env_file=None, state_dir=Path('/x'), accelerator='cpu'))\n"
+        "fr = [np.asarray(Image.fromarray(f.rgb).resize((1280, 720), Image.Resampling.BILINEAR)) for f in read_file(sys.argv[2])]\n"
+        "a.faces(fr[0]); t = []\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    for f in fr:\n"
+        "        b = time.perf_counter(); a.faces(f); t.append((time.perf_counter() - b) * 1000)\n"
+        "print(np.median(t))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT), model, str(CLIP)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(tree), str(CLIP), str(repeat)], capture_output=True,
+                         text=True, env={k: v for k, v in os.environ.items() if not k.startswith("ROOMPULSE_")})
+    if out.returncode:
+        print(f"(old BlazeFace pipeline failed: {out.stderr.strip().splitlines()[-1:]})")
+        return None
     return float(out.stdout.split()[-1])
 
 
-def run_mediapipe(min_score: float, repeat: int = 1) -> dict | None:
-    if not MEDIAPIPE_PY.exists():
-        print(f"(MediaPipe skipped: {MEDIAPIPE_PY} missing; 'make bench' creates it)")
-        return None
-    out = subprocess.run([str(MEDIAPIPE_PY), str(ROOT / "scripts" / "bench_mediapipe.py"), str(CLIP),
-                          "--min-score", str(min_score), "--repeat", str(repeat)],
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.splitlines()[-1])
+def write_clip(size: tuple[int, int], path: Path) -> None:
+    """The classroom clip upscaled to ``size``, H.264 at 15 fps (PyAV)."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=15)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for rgb in frames_at(size):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
 
 
-def agreement_of(ours: list, theirs: list):
-    import numpy as np
+def service_peak_rss(clip: Path, state: Path, model: str = "yunet_n_int8") -> float:
+    """Peak RSS in MB (``VmHWM``, polled from /proc until exit) of ``roompulse run`` on ``clip``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMPULSE_")}
+    env.update(ROOMPULSE_STATE_DIR=str(state), ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3",
+               ROOMPULSE_FPS="30", ROOMPULSE_MODEL=model, ROOMPULSE_DEVICE_ID="bench")
+    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", str(clip)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0.0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) / 1024)
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.05)
+    return peak
 
-    from device.detector.agreement import Agreement
 
-    agreement = Agreement()
-    for a, b in zip(theirs, ours):
-        agreement.add(np.array([d["box"] for d in a]).reshape(-1, 4), np.array([d["box"] for d in b]).reshape(-1, 4),
-                      np.array([d["keypoints"] for d in a]).reshape(-1, 6, 2),
-                      np.array([d["keypoints"] for d in b]).reshape(-1, 6, 2))
-    return agreement
-
-
-def report(results: dict, mediapipe: dict | None, low: dict | None) -> None:
-    print(f"clip {CLIP.name}: {results[MODELS[0]]['frames']} frames 480x270, "
-          f"{results[MODELS[0]]['tiles_per_frame']} model passes per frame (tiles + whole frame), "
-          f"{results[MODELS[0]]['threads']} interpreter threads; {os.cpu_count()} CPUs (shared)")
-    header = f"{'':44s}" + "".join(f"{m.split('_')[-1]:>12s}" for m in MODELS)
-    print(header)
-
-    def row(label, fn, fmt="{:12.2f}"):
-        print(f"{label:44s}" + "".join(fmt.format(fn(results[m])) for m in MODELS))
-
-    row("bare invoke() per tile, ms", lambda r: r["invoke_ms"])
-    row("tiles x bare invoke per frame, ms (limit)", lambda r: r["tiles_per_frame"] * r["invoke_ms"])
-    row(f"invoke of {results[MODELS[0]]['batch_size']} tiles as the pipeline does, per tile",
-        lambda r: r["batch_invoke_ms"])
-    row("pipeline per frame, decode excluded, ms", lambda r: r["pipeline_ms"])
-    row("  ratio to the limit (target <= 1.15)", lambda r: r["pipeline_ms"] / (r["tiles_per_frame"] * r["invoke_ms"]))
-    row("  ratio to tiles x that per tile", lambda r: r["pipeline_ms"] / (r["tiles_per_frame"] * r["batch_invoke_ms"]))
-    row("decode per frame, ms", lambda r: r["decode_ms"])
-    row("pipeline per frame, decode included, ms", lambda r: r["included_ms"])
-    row("frames per second, decode included", lambda r: 1000 / r["included_ms"])
-    row("frames per second, decode excluded", lambda r: 1000 / r["pipeline_ms"])
-    row("peak RSS, MB (target <= 150)", lambda r: r["peak_rss_mb"], "{:12.1f}")
-    row("tiling off: per frame, ms", lambda r: r["notile_ms"])
-    fl, q = results[MODELS[0]], results[MODELS[1]]
-    print(f"int8 speed-up over float: bare invoke {fl['invoke_ms'] / q['invoke_ms']:.2f}x, "
-          f"batched invoke {fl['batch_invoke_ms'] / q['batch_invoke_ms']:.2f}x, "
-          f"pipeline {fl['pipeline_ms'] / q['pipeline_ms']:.2f}x (target >= 1.3x)")
-    if mediapipe:
-        mp_ms = mediapipe["process_s"] * 1000 / mediapipe["frames"]
-        print(f"MediaPipe {mediapipe['mediapipe']} FaceDetection(model_selection=1), whole frame: "
-              f"{mp_ms:.2f} ms/frame ({1000 / mp_ms:.1f} fps), peak RSS {mediapipe['peak_rss_mb']:.1f} MB")
-        for m in MODELS:
-            r = results[m]
-            agreement = agreement_of(r["notile_detections"], mediapipe["detections"])
-            print(f"  ours ({m.split('_')[-1]}, tiling off) throughput / MediaPipe's: {mp_ms / r['notile_ms']:.2f}x "
-                  f"(target >= 1); agreement at min score {mediapipe['min_score']}, MediaPipe as reference: "
-                  f"{agreement.summary()}")
-            if low:
-                agreement = agreement_of(r["notile_low_detections"], low["detections"])
-                print(f"    same at min score {LOW_SCORE}: {agreement.summary()}")
+def report(ms: dict, old: float | None, rss: dict) -> None:
+    print(f"classroom clip, 45 frames, {THREADS} threads; median ms per frame")
+    print(f"{'frame size':>11} {'model':>8} {'bare invoke':>12} {'pipeline':>9} {'ratio':>6} {'OpenCV YN':>10} "
+          f"{'OpenCV/ours':>12}")
+    for size in FRAME_SIZES:
+        cv = ms[(size, "opencv", "pipeline")]
+        for precision in PRECISIONS:
+            bare, pipe = ms[(size, precision, "bare")], ms[(size, precision, "pipeline")]
+            print(f"{size[0]:>5}x{size[1]:<5} {precision:>8} {bare:12.2f} {pipe:9.2f} {pipe / bare:6.3f} {cv:10.2f} "
+                  f"{cv / pipe:11.2f}x")
+    for size in FRAME_SIZES:
+        i8, f32 = ms[(size, "int8", "pipeline")], ms[(size, "float32", "pipeline")]
+        b8, b32 = ms[(size, "int8", "bare")], ms[(size, "float32", "bare")]
+        print(f"int8 vs float32 at {size[0]}x{size[1]}: bare {b32 / b8:.2f}x, pipeline {f32 / i8:.2f}x "
+              "(> 1: int8 faster)")
+    if old is not None:
+        ours = ms[((1280, 720), "int8", "pipeline")]
+        print(f"old tiled BlazeFace pipeline ({OLD_COMMIT}, float, 1280x720): {old:.1f} ms/frame; "
+              f"ours (int8) {ours:.2f} ms: {old / ours:.1f}x faster")
+    for size, mb in rss.items():
+        print(f"peak RSS of roompulse run (int8) on the clip at {size[0]}x{size[1]}: {mb:.1f} MB")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--kernels", action="store_true", help="also compare XNNPACK with the builtin kernels")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="passes over the 45 frames per configuration")
+    parser.add_argument("--no-blazeface", action="store_true", help="skip the old tiled BlazeFace pipeline")
     args = parser.parse_args()
-    results = measure(args.repeat)
-    for model in MODELS:
-        results[model]["peak_rss_mb"] = peak_rss(model)
-    from device.config import Settings
-
-    min_score = Settings(_env_file=None).min_score
-    mediapipe = run_mediapipe(min_score, args.repeat)
-    if mediapipe:
-        mediapipe["min_score"] = min_score
-    report(results, mediapipe, run_mediapipe(LOW_SCORE) if mediapipe else None)
-    if args.kernels:
-        kernels(args.repeat)
+    ms = measure(args.repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        old = None if args.no_blazeface else old_blazeface(scratch, args.repeat)
+        rss = {}
+        for size in FRAME_SIZES[1:]:
+            clip = scratch / f"classroom_{size[0]}x{size[1]}.mp4"
+            write_clip(size, clip)
+            rss[size] = service_peak_rss(clip, scratch / f"state{size[0]}")
+    report(ms, old, rss)
     return 0
 
 

@@ -1,29 +1,30 @@
 #!/usr/bin/env python3
-"""Build the full-integer int8 BlazeFace models from the pinned float ones (``make models``).
+"""Build the YuNet LiteRT models, float32 and full-integer int8, one per input size (``make models``).
 
-For each float model in ``models/manifest.json`` (fetched by ``scripts/fetch_models.py``):
+From ``models/yunet_n_dynamic.onnx`` (libfacedetection.train, Apache-2.0; its sha256 is
+checked against the manifest's ``source``), for each size in :data:`SIZES`:
 
-1. graph surgery (``scripts/tflite_graph.py``): sparse fp16 constants densified, fp16
-   ``DEQUANTIZE`` folded into float32 constants, a ``serving_default`` signature added
-   (``input`` -> ``regressors``, ``classificators``); the result is checked to give the
-   same outputs as the original on a random input;
-2. calibration with ``ai-edge-quantizer`` on the exact inputs the detector feeds the
-   model (every tile and the whole-frame pass, letterboxed, in [-1, 1]) of every
-   ``CALIBRATION_STEP``-th frame of the walking and head-pose clips in
-   ``../shared/data/video/`` (the classroom clip is kept out: it validates);
-3. static int8 quantization (``static_wi8_ai8``: int8 weights per channel, int8
-   activations per tensor), then the float interface removed so the graph's input and
-   outputs are int8 (``tflite_graph.integer_interface``);
-4. the manifest entry written: file, sha256, size, source model hash, recipe, calibration
-   set, tool versions, and the self-test expectation (``device.selftest``).
+1. the ONNX input is pinned to 1x3xHxW and shapes are inferred (a dynamic graph converts
+   to a dynamic, slower TFLite graph);
+2. ``onnx2tf`` (pinned in ``scripts/requirements-build.txt``) converts it to a float32
+   model and, calibrated on :func:`calibration_frames`, to a full-integer model: int8
+   weights (per channel) and activations, uint8 input, int8 outputs. It runs in a
+   scratch directory holding our own sample-data file, so it downloads nothing;
+3. the int8 model's input quantization is set to scale 1, zero point 0 (camera bytes go
+   in as they are; ``tflite_graph.set_input_quantization``) and its signature outputs
+   get the ONNX names, the order checked against the float model's outputs;
+4. the files are written to ``models/`` and the manifest entry: file, sha256, size, input
+   size, source hash, tool versions, calibration set, self-test expectation.
 
-Run with the build venv (``make models`` creates ``.venv-build`` from
-``scripts/requirements-build.txt``); the runtime never needs ``ai-edge-quantizer``.
-The same inputs and pinned tools give byte-identical files, which ``--check`` verifies.
+Calibration: every ``CALIBRATION_STEP``-th frame of the walking and the three head-pose
+clips (the classroom clip is kept out: it validates), stored in
+``models/calibration_frames.npz`` so a clone rebuilds without ``../shared``, each placed in the model's input
+as the detector places a frame of that size (upscaled, aspect kept, to the size the
+model serves, top-left, zero padding), BGR 0..255.
 
-Environment (for experiments; the manifest records the values used): ``CALIBRATION_STEP``
-(every n-th frame, default 3), ``RANGE_QUANTILE`` (default 0.5), ``BUILD_ONLY`` (build only
-the models whose name contains this, e.g. ``full``).
+Run with the build venv (``make models`` creates ``.venv-build``); the runtime never needs
+the converter. The same inputs and pinned tools give byte-identical files; ``--check``
+rebuilds in a scratch directory and compares with the committed ones.
 
 Exit status: 0 on success; 1 when a check fails.
 """
@@ -34,284 +35,243 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("TQDM_DISABLE", "1")  # ai-edge-quantizer's progress bars
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import tflite_graph  # noqa: E402
-from device.detector import FaceDetector, TilingOptions, letterboxed_input  # noqa: E402
-from device.detector.blazeface import to_input  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from device.detector.yunet import OUTPUT_NAMES, YuNetModel, place  # noqa: E402
+from device.runtime import TFLiteModel  # noqa: E402
+from device.selftest import expectation  # noqa: E402
 from device.sources.files import read_file  # noqa: E402
 
 MODELS = ROOT / "models"
 MANIFEST = MODELS / "manifest.json"
+SOURCE = MODELS / "yunet_n_dynamic.onnx"
+# Every CALIBRATION_STEP-th frame of CALIBRATION_CLIPS (Intel IoT Devkit sample-videos,
+# CC-BY-4.0), decoded to RGB; models/README.md gives the attribution.
+CALIBRATION_FILE = MODELS / "calibration_frames.npz"
 SHARED = Path(os.environ.get("ROOMPULSE_SHARED", ROOT.parent / "shared"))
+# Model input sizes (W, H), multiples of 32, and the frame size each one serves (the
+# calibration frames are scaled to it): the demo clips, VGA, the one-by-one clip's
+# 768x432, the default camera size and full HD.
+SIZES = {
+    (480, 288): (480, 270),
+    (640, 480): (640, 480),
+    (768, 448): (768, 432),
+    (1280, 736): (1280, 720),
+    (1920, 1088): (1920, 1080),
+}
 CALIBRATION_CLIPS = (
     "intel_face-demographics-walking.gif",
     "intel_head-pose-face-detection-female.gif",
     "intel_head-pose-face-detection-male.gif",
     "intel_head-pose-face-detection-female-and-male.gif",
 )
-CALIBRATION_STEP = int(os.environ.get("CALIBRATION_STEP", "3"))
-# Self-test image: frame 0 of this clip, 192x192 from this (x, y) corner; the face there
-# is about 82 px wide (the float model's box: x 206-288, y 55-137).
-SELFTEST_CLIP = "intel_head-pose-face-detection-male.gif"
-SELFTEST_ORIGIN = (151, 0)
-RECIPE = "static_wi8_ai8"
-# Calibration range of the score logits. Anchors far from any face reach logits near -400,
-# and a min/max range that wide leaves 1.6 logits per int8 step (scores 0.5, 0.83, 0.96
-# and nothing between). Only logits near the threshold matter (0.65 is logit 0.62;
-# sigmoid(+-10) is 0.99995 / 4.5e-5), so the range is clipped to +-10: 0.078 per step.
-LOGIT_RANGE = (-10.0, 10.0)
-# Activation ranges: of each tensor's per-sample maxima (minima) over the calibration
-# inputs, this quantile (the median by default). Measured int8-vs-float recall on the
-# classroom / walking clips (full range): global min/max (quantile 1) 0.69 / 0.51 (a few
-# outliers set the range, first conv 8 % relative error); the quantizer's default
-# moving average (order-dependent) 0.94 / 0.83; quantile 0.99: 0.68 / 0.59; 0.9: 0.84 /
-# 0.56; 0.5: 0.98 / 0.91; 0.25: 0.89 / 0.94; 0.1: 0.78 / 0.84.
-RANGE_QUANTILE = float(os.environ.get("RANGE_QUANTILE", "0.5"))
-SIGNATURE_INPUTS = ["input"]
-SIGNATURE_OUTPUTS = ["regressors", "classificators"]
-# float name -> int8 name and output file
-TARGETS = {
-    "blazeface_full_range_float": ("blazeface_full_range_int8", "face_detection_full_range_int8.tflite"),
-    "blazeface_short_range_float": ("blazeface_short_range_int8", "face_detection_short_range_int8.tflite"),
-}
+CALIBRATION_STEP = 3
+TOOLS = ("onnx2tf", "tensorflow", "onnx", "onnxsim", "ai-edge-litert", "numpy", "pillow", "av")
+# onnx2tf reads this file from its working directory instead of downloading sample images
+# (it uses them for a test inference while converting); we write it from our own frames.
+SAMPLE_DATA = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _Sizer:
-    """Stands in for a BlazeFace model so FaceDetector.regions can be reused."""
-
-    def __init__(self, size: int):
-        self.input_size = size
+def name(size: tuple[int, int], precision: str) -> str:
+    """Manifest name, e.g. ``yunet_n_1280x736_int8``."""
+    return f"yunet_n_{size[0]}x{size[1]}_{precision}"
 
 
-def calibration_inputs(size: int) -> tuple[list[np.ndarray], dict]:
-    """The model inputs of the calibration frames, and a description of the set.
+def clip_frames(refresh: bool = False) -> np.ndarray:
+    """The calibration frames, uint8 (N, 270, 480, 3) RGB, in clip order.
+
+    Read from :data:`CALIBRATION_FILE` (committed, so a clone rebuilds without
+    ``../shared``); with ``refresh``, or when it is missing, decoded from the clips in
+    ``../shared/data/video/`` and written there.
+    """
+    if CALIBRATION_FILE.is_file() and not refresh:
+        with np.load(CALIBRATION_FILE) as data:
+            return data["frames"]
+    frames = []
+    for clip in CALIBRATION_CLIPS:
+        frames += [f.rgb for f in read_file(SHARED / "data" / "video" / clip) if f.index % CALIBRATION_STEP == 0]
+    stacked = np.stack(frames)
+    np.savez_compressed(CALIBRATION_FILE, frames=stacked)
+    return stacked
+
+
+def calibration_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32 (N, H, W, 3) BGR 0..255: each frame scaled to the frame size ``size`` serves
+    (aspect kept), placed top-left in the model input, zero padding."""
+    serves = SIZES[size]
+    out = np.zeros((len(frames), size[1], size[0], 3), np.float32)
+    for i, rgb in enumerate(frames):
+        h, w = rgb.shape[:2]
+        scale = min(serves[0] / w, serves[1] / h)
+        sized = (round(w * scale), round(h * scale))
+        img = np.asarray(Image.fromarray(rgb).resize(sized, Image.Resampling.BILINEAR)) if sized != (w, h) else rgb
+        assert place(*sized, [size]).scale == 1.0
+        out[i, : sized[1], : sized[0]] = img[..., ::-1]
+    return out
+
+
+def pinned_onnx(size: tuple[int, int], into: Path) -> Path:
+    """The source graph with its input fixed to 1x3xHxW and shapes inferred."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(SOURCE))
+    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, (1, 3, size[1], size[0])):
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    del model.graph.value_info[:]
+    path = into / f"yunet_n_{size[0]}x{size[1]}.onnx"
+    onnx.save(shape_inference.infer_shapes(model), str(path))
+    return path
+
+
+def convert(size: tuple[int, int], calibration: np.ndarray, scratch: Path) -> tuple[bytes, bytes]:
+    """Run onnx2tf. Returns the float32 and the full-integer ``.tflite`` bytes as converted."""
+    onnx_path = pinned_onnx(size, scratch)
+    np.save(scratch / "calibration.npy", calibration)
+    sample = calibration[np.linspace(0, len(calibration) - 1, 20).astype(int)]
+    resized = np.stack([np.asarray(Image.fromarray(s.astype(np.uint8)).resize((128, 128), Image.Resampling.BILINEAR))
+                        for s in sample]).astype(np.float32) / 255.0
+    np.save(scratch / SAMPLE_DATA, resized)
+    out = scratch / "out"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    command = [str(Path(sys.executable).parent / "onnx2tf"), "-i", str(onnx_path), "-o", str(out), "-osd",
+               "-oiqt", "-qt", "per-channel", "-cind", "input", str(scratch / "calibration.npy"),
+               "[[[[0.0,0.0,0.0]]]]", "[[[[1.0,1.0,1.0]]]]", "-iqd", "uint8", "-oqd", "int8", "-v", "error"]
+    done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"onnx2tf failed for {size}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    stem = onnx_path.stem
+    return (out / f"{stem}_float32.tflite").read_bytes(), (out / f"{stem}_full_integer_quant.tflite").read_bytes()
+
+
+def finish_int8(data: bytes, float_path: Path, calibration: np.ndarray, scratch: Path) -> tuple[bytes, dict]:
+    """Input quantization to (1, 0) and ONNX output names, checked against the float model.
 
     Returns:
-        float32 (1, size, size, 3) arrays in [-1, 1], and ``{"clips": ..., "frames": n,
-        "samples": n, "every_nth_frame": CALIBRATION_STEP, "tiling": ...}``.
+        The int8 bytes and what was changed (for the manifest).
+
+    Raises:
+        RuntimeError: an int8 output does not track the float output of the same name.
     """
-    tiling = TilingOptions()
-    detector = FaceDetector(_Sizer(size), tiling)  # type: ignore[arg-type]
-    samples, frames = [], 0
-    for clip in CALIBRATION_CLIPS:
-        for frame in read_file(SHARED / "data" / "video" / clip):
-            if frame.index % CALIBRATION_STEP:
-                continue
-            frames += 1
-            height, width = frame.rgb.shape[:2]
-            for region in detector.regions(width, height):
-                inp, _ = letterboxed_input(frame.rgb, region, size)
-                samples.append(to_input(inp))
-    description = {
-        "clips": list(CALIBRATION_CLIPS),
-        "every_nth_frame": CALIBRATION_STEP,
-        "frames": frames,
-        "samples": len(samples),
-        "inputs": f"{tiling.tile} px tiles, {tiling.overlap} px overlap, plus the whole frame; letterboxed, [-1, 1]",
-    }
-    return samples, description
-
-
-def write_selftest_image() -> None:
-    """Write ``models/selftest.png``: 192x192 around the face in frame 0 of the male head-pose clip."""
-    from PIL import Image
-
-    from device.selftest import SELFTEST_IMAGE
-
-    frame = next(iter(read_file(SHARED / "data" / "video" / SELFTEST_CLIP)))
-    x0, y0 = SELFTEST_ORIGIN
-    Image.fromarray(frame.rgb[y0 : y0 + 192, x0 : x0 + 192]).save(SELFTEST_IMAGE, optimize=False)
-
-
-def prepare_float(data: bytes) -> bytes:
-    """Fold constants, drop the stale runtime-version metadata, add the signature."""
     model = tflite_graph.read(data)
-    tflite_graph.normalize_opcodes(model)
-    tflite_graph.fold_constants(model)
-    tflite_graph.fuse_relu(model)
-    tflite_graph.drop_metadata(model, {b"min_runtime_version"})
-    tflite_graph.add_signature(model, SIGNATURE_INPUTS, SIGNATURE_OUTPUTS)
-    shapes = [list(model.subgraphs[0].tensors[i].shape) for i in model.subgraphs[0].outputs]
-    if [s[-1] for s in shapes] != [16, 1]:
-        raise SystemExit(f"unexpected output shapes {shapes}: expected regressors (.., 16), classificators (.., 1)")
-    return tflite_graph.write(model)
+    before = tflite_graph.set_input_quantization(model, 1.0, 0)
+    stored = tflite_graph.signature_outputs(model)
+    # onnx2tf names full-integer outputs output_0 ... in the ONNX graph's output order.
+    renaming = {old: OUTPUT_NAMES[int(old.split("_")[1])] for old, _ in stored}
+    tflite_graph.rename_outputs(model, renaming)
+    data = tflite_graph.write(model)
+    path = scratch / "int8.tflite"
+    path.write_bytes(data)
+    q, f = TFLiteModel(path, num_threads=1), TFLiteModel(float_path, num_threads=1)
+    mine, floats = {out: [] for out in OUTPUT_NAMES}, {out: [] for out in OUTPUT_NAMES}
+    for sample in calibration[:: max(1, len(calibration) // 8)]:
+        q.input_buffer()[0] = sample.astype(np.uint8)
+        f.input_buffer()[0] = sample
+        q.invoke()
+        f.invoke()
+        for out in OUTPUT_NAMES:
+            mine[out].append(q.output(out).ravel())
+            floats[out].append(f.output(out).ravel())
+    for out in OUTPUT_NAMES:
+        a = np.concatenate(mine[out])
+        corr = {other: float(np.nan_to_num(np.corrcoef(a, np.concatenate(v))[0, 1]))
+                for other, v in floats.items() if np.concatenate(v).shape == a.shape}
+        if max(corr, key=corr.get) != out or not corr[out] > 0.8:
+            raise RuntimeError(f"int8 output {out} does not track the float output of that name: correlations {corr}")
+    return data, {"input_quantization_was": list(before), "input_quantization": [1.0, 0],
+                  "outputs_renamed": ("output_k -> the k-th ONNX output name; each tracks the float output of its "
+                                      "name best (correlation on a calibration frame)")}
 
 
-def same_outputs(original: bytes, prepared: bytes) -> float:
-    """Largest absolute output difference between two float models on one random input."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    rng = np.random.default_rng(0)
-    results = []
-    for content in (original, prepared):
-        interp = Interpreter(model_content=content)
-        interp.allocate_tensors()
-        detail = interp.get_input_details()[0]
-        interp.set_tensor(detail["index"], rng.uniform(-1, 1, detail["shape"]).astype(np.float32))
-        rng = np.random.default_rng(0)
-        interp.invoke()
-        results.append({d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()})
-    return max(float(np.abs(results[0][k] - results[1][k]).max()) for k in results[0])
-
-
-def collect_extremes(qsv: dict, new: dict) -> dict:
-    """Calibrator update function: keep every sample's min and max of a tensor."""
-    mins = qsv.get("mins", [qsv["min"]])
-    maxs = qsv.get("maxs", [qsv["max"]])
-    return {"min": np.minimum(qsv["min"], new["min"]), "max": np.maximum(qsv["max"], new["max"]),
-            "mins": mins + [new["min"]], "maxs": maxs + [new["max"]]}
-
-
-def quantile_range(qsv: dict) -> dict:
-    """The tensor's range: the ``RANGE_QUANTILE`` quantile of the per-sample maxima and the
-    matching lower quantile of the per-sample minima (see ``RANGE_QUANTILE``)."""
-    if "maxs" not in qsv:
-        return {"min": qsv["min"], "max": qsv["max"]}
-    low = np.quantile(np.stack(qsv["mins"]), 1.0 - RANGE_QUANTILE, axis=0).astype(np.float32)
-    high = np.quantile(np.stack(qsv["maxs"]), RANGE_QUANTILE, axis=0).astype(np.float32)
-    return {"min": low, "max": high}
-
-
-def input_tensor(prepared: bytes) -> str:
-    """Name of the graph's input tensor."""
-    model = tflite_graph.read(prepared)
-    return tflite_graph.text(model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]].name)
-
-
-def score_tensors(prepared: bytes) -> list[str]:
-    """Names of the tensors that carry the score logits: the ``classificators`` output and,
-    back through data-movement and concatenation ops, the head convolutions' outputs."""
-    model = tflite_graph.read(prepared)
-    graph = model.subgraphs[0]
-    producer = {out: op for op in graph.operators for out in op.outputs}
-    passthrough = tflite_graph.DATA_MOVEMENT | {tflite_graph.OP.CONCATENATION}
-    index = {tflite_graph.text(m.name): m.tensorIndex for m in model.signatureDefs[0].outputs}["classificators"]
-    names, todo = [], [index]
-    while todo:
-        tensor = todo.pop()
-        names.append(tflite_graph.text(graph.tensors[tensor].name))
-        op = producer.get(tensor)
-        if op is not None and tflite_graph.opcode(model, op) in passthrough:
-            todo += [i for i in op.inputs if graph.tensors[i].type == tflite_graph.schema.TensorType.FLOAT32
-                     and model.buffers[graph.tensors[i].buffer].data is None]
-    return names
-
-
-def quantize(prepared: bytes, samples: list[np.ndarray]) -> tuple[bytes, dict]:
-    """Calibrate and quantize with ai-edge-quantizer, then give the graph an int8 interface."""
-    from ai_edge_quantizer import calibrator, quantizer, recipe
-    from ai_edge_quantizer.utils import qsv_utils
-
-    q = quantizer.Quantizer(bytearray(prepared), getattr(recipe, RECIPE)())
-    calib = calibrator.Calibrator(bytearray(prepared), num_threads=1, qsv_update_func=collect_extremes)
-    calib.calibrate({"serving_default": [{"input": s} for s in samples]}, q._recipe_manager)
-    qsvs = {name: quantile_range(qsv) for name, qsv in calib.get_model_qsvs().items()}
-    for name in score_tensors(prepared):
-        qsvs[name] = {"min": np.full_like(qsvs[name]["min"], LOGIT_RANGE[0]),
-                      "max": np.full_like(qsvs[name]["max"], LOGIT_RANGE[1])}
-    qsvs[input_tensor(prepared)] = {"min": np.float32(-1.0), "max": np.float32(1.0)}
-    result = q.quantize(qsvs, enable_progress_report=False)
-    model = tflite_graph.read(bytes(result.quantized_model))
-    tflite_graph.integer_data_movement(model)
-    tflite_graph.integer_interface(model)
-    return tflite_graph.write(model), result.recipe
-
-
-def build(check: bool) -> int:
+def build(check: bool, only: str | None, refresh: bool = False) -> int:
+    tools = {t: version(t) for t in TOOLS}
     manifest = json.loads(MANIFEST.read_text())
-    tools = {name: version(name) for name in ("ai-edge-quantizer", "ai-edge-litert", "numpy", "av", "pillow")}
-    samples_by_size: dict[int, tuple[list[np.ndarray], dict]] = {}
-    status = 0
-    from device.selftest import expectation  # needs the runtime; imported late
-
-    if not check:
-        write_selftest_image()
-
-    only = os.environ.get("BUILD_ONLY")
-    for float_name, (name, filename) in TARGETS.items():
-        if only and only not in name:
+    source = SOURCE.read_bytes()
+    if sha256(source) != manifest["source"]["sha256"]:
+        print(f"{SOURCE} has sha256 {sha256(source)}, expected {manifest['source']['sha256']}", file=sys.stderr)
+        return 1
+    frames = clip_frames(refresh)
+    frames_sha256 = hashlib.sha256(frames.tobytes()).hexdigest()
+    failures = 0
+    for size in SIZES:
+        if only and only not in name(size, ""):
             continue
-        source = manifest["models"][float_name]
-        original = (MODELS / source["file"]).read_bytes()
-        if sha256(original) != source["sha256"]:
-            print(f"error: {source['file']} does not match the manifest; run 'make models-fetch'", file=sys.stderr)
-            return 1
-        prepared = prepare_float(original)
-        diff = same_outputs(original, prepared)
-        if diff > 1e-4:
-            print(f"error: surgery changed {source['file']}'s outputs by {diff}", file=sys.stderr)
-            return 1
-        size = int(source["input"][1])
-        if size not in samples_by_size:
-            samples_by_size[size] = calibration_inputs(size)
-        samples, calibration = samples_by_size[size]
-        data, used_recipe = quantize(prepared, samples)
-        path = MODELS / filename
-        if check:
-            same = path.is_file() and path.read_bytes() == data
-            print(f"models: {filename} {'reproduced byte for byte' if same else 'DIFFERS from the committed file'}")
-            status |= 0 if same else 1
-            continue
-        path.write_bytes(data)
-        entry = {
-            "file": filename,
-            "sha256": sha256(data),
-            "bytes": len(data),
-            "variant": source["variant"],
-            "input": source["input"],
-            "dtype": "int8 input and outputs (per-tensor scale/zero point), int8 weights (per channel) and activations",
-            "license": source["license"],
-            "committed": True,
-            "built_from": {"model": float_name, "sha256": source["sha256"]},
-            "build": {
-                "script": "scripts/build_models.py",
-                "surgery": "operator codes normalized; DENSIFY and fp16 DEQUANTIZE folded into float32 constants; "
-                "standalone RELU fused into the op before it; "
-                "signature serving_default (input -> regressors, classificators); float I/O removed",
-                "recipe": RECIPE,
-                "calibration_statistic": f"per tensor, the {RANGE_QUANTILE} quantile of per-sample max (1 - that of min); input fixed to [-1, 1]; score logits fixed to [-10, 10]",
-                "recipe_json": used_recipe,
-                "calibration": calibration,
-                "tools": tools,
-            },
-        }
-        # The Edge TPU compilation (models/README.md); hash and size stay as recorded by
-        # whoever compiled it, or null.
-        previous = manifest["models"].get(name, {})
-        tpu_file = filename.removesuffix(".tflite") + "_edgetpu.tflite"
-        entry["edgetpu"] = previous.get("edgetpu") or {"file": tpu_file, "sha256": None, "bytes": None}
-        entry["selftest"] = expectation(path, entry)
-        manifest["models"][name] = entry
-        print(f"models: {filename} built ({len(data)} bytes, sha256 {entry['sha256'][:12]}..., "
-              f"{calibration['samples']} calibration inputs from {calibration['frames']} frames)")
+        with tempfile.TemporaryDirectory() as tmp:
+            scratch = Path(tmp)
+            calibration = calibration_frames(frames, size)
+            float_bytes, int8_bytes = convert(size, calibration, scratch)
+            float_path = scratch / "float32.tflite"
+            float_path.write_bytes(float_bytes)
+            int8_bytes, edits = finish_int8(int8_bytes, float_path, calibration, scratch)
+            built = {"float32": float_bytes, "int8": int8_bytes}
+            for precision, data in built.items():
+                entry_name = name(size, precision)
+                file = f"{entry_name}.tflite"
+                if check:
+                    committed = (MODELS / file).read_bytes() if (MODELS / file).is_file() else b""
+                    same = committed == data
+                    failures += not same
+                    print(f"{file}: {'identical' if same else 'DIFFERS'} (built {sha256(data)[:16]}, "
+                          f"committed {sha256(committed)[:16]})")
+                    continue
+                (MODELS / file).write_bytes(data)
+                model = YuNetModel(TFLiteModel(MODELS / file, num_threads=1))
+                entry = {
+                    "file": file, "sha256": sha256(data), "bytes": len(data), "family": "yunet",
+                    "precision": precision, "input": [1, size[1], size[0], 3],
+                    "dtype": ("uint8 input (scale 1, zero point 0: BGR bytes), int8 weights (per channel), "
+                              "activations and outputs" if precision == "int8" else "float32 input (BGR 0..255) and outputs"),
+                    "license": "Apache-2.0", "committed": True,
+                    "built_from": {"file": SOURCE.name, "sha256": sha256(source), "input_pinned": [1, 3, size[1], size[0]]},
+                    "build": {"script": "scripts/build_models.py", "tools": tools,
+                              "converter": "onnx2tf -osd -oiqt -qt per-channel -iqd uint8 -oqd int8, mean 0, std 1",
+                              **({"int8_edits": edits, "calibration": {
+                                  "clips": list(CALIBRATION_CLIPS), "every_nth_frame": CALIBRATION_STEP,
+                                  "frames": len(frames), "frames_file": CALIBRATION_FILE.name,
+                                  "frames_sha256": frames_sha256, "frame_size": list(SIZES[size]),
+                                  "input": "BGR 0..255, frame scaled to frame_size (aspect kept), top-left, zero padding"}}
+                                 if precision == "int8" else {})},
+                    "selftest": expectation(model),
+                }
+                if precision == "int8":
+                    entry["edgetpu"] = {"file": f"{entry_name}_edgetpu.tflite", "sha256": None, "bytes": None}
+                manifest["models"][entry_name] = entry
+                print(f"{file}: {len(data)} bytes, sha256 {entry['sha256'][:16]}, self-test score "
+                      f"{entry['selftest']['score']:.3f}", flush=True)
     if not check:
-        for float_name in TARGETS:
-            entry = manifest["models"][float_name]
-            entry["selftest"] = expectation(MODELS / entry["file"], entry)
-        MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
-    return status
+        MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    return 1 if failures else 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="rebuild in memory and compare with the committed files instead of writing")
-    return build(parser.parse_args().check)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="rebuild and compare with the committed files")
+    parser.add_argument("--only", help="build only sizes whose name contains this, e.g. 1280x736")
+    parser.add_argument("--refresh-calibration", action="store_true",
+                        help=f"decode the calibration frames from ../shared's clips again into {CALIBRATION_FILE.name}")
+    args = parser.parse_args()
+    return build(args.check, args.only, args.refresh_calibration)
 
 
 if __name__ == "__main__":

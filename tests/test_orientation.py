@@ -7,8 +7,9 @@ import skimage.data
 from device.orientation import head_pose, is_facing_front
 from device.types import HeadPose
 
-# A level frontal face, pixels: right eye (image left), left eye, nose, mouth, right ear, left ear.
-FRONTAL = np.array([[40, 50], [60, 50], [50, 61.6], [50, 70], [25, 55], [75, 55]], float)
+# A level frontal face, pixels, YuNet order: right eye (image left), left eye, nose tip,
+# right mouth corner (image left), left mouth corner.
+FRONTAL = np.array([[40, 50], [60, 50], [50, 61.6], [44, 70], [56, 70]], float)
 
 
 def test_frontal_face_is_near_zero():
@@ -44,9 +45,9 @@ def test_limits_and_bad_input():
     assert not is_facing_front(HeadPose(0, 25.1, 0))
     assert is_facing_front(HeadPose(35, 0, 0), yaw_limit=40)
     with pytest.raises(ValueError, match="shape"):
-        head_pose(np.zeros((5, 2)))
-    with pytest.raises(ValueError, match="coincide"):
         head_pose(np.zeros((6, 2)))
+    with pytest.raises(ValueError, match="coincide"):
+        head_pose(np.zeros((5, 2)))
 
 
 def test_astronaut_one_frontal_face_and_mirror_flips_yaw(analyzer):

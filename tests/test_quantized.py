@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ai_edge_litert.schema_py_generated import BuiltinOperator
 
 from conftest import CLASSROOM_MP4, ROOT, clean_env, roompulse
 from device.config import Settings
-from device.models import MANIFEST, MODELS_DIR, sha256_file
+from device.detector.yunet import OUTPUT_NAMES
+from device.models import MANIFEST, MODELS_DIR, select, sha256_file
 from device.pipeline import build_analyzer
 from device.runtime import AcceleratorUnavailable, TFLiteModel, dequantize, quantize
 from device.selftest import SelfTestError
@@ -23,7 +25,7 @@ from device.selftest import SelfTestError
 sys.path.insert(0, str(ROOT / "scripts"))
 import tflite_graph  # noqa: E402
 
-INT8 = "blazeface_full_range_int8"
+INT8 = "yunet_n_480x288_int8"
 
 
 def settings(**kw):
@@ -42,29 +44,30 @@ def test_quantize_dequantize_round_trip(dtype, scale, zero):
     assert quantize(np.array([low - 10, high + 10]), scale, zero, dtype).tolist() == [info.min, info.max]
 
 
-def test_int8_model_has_integer_interface():
-    path = MODELS_DIR / "face_detection_full_range_int8.tflite"
-    model = TFLiteModel(path, num_threads=1)
-    assert model.input_dtype == np.int8
-    scale, zero = model._input["quantization"]
-    # The input is calibrated to [-1, 1] exactly: 2/255 per step (scripts/build_models.py).
-    assert scale == pytest.approx(2 / 255) and zero == -1
-    assert all(d["dtype"] == np.int8 for d in model._outputs)
+def test_int8_models_take_camera_bytes_and_give_int8():
+    for entry in select("yunet_n_int8"):
+        model = TFLiteModel(MODELS_DIR / entry.file, num_threads=1)
+        # uint8 input with scale 1 and zero point 0: a BGR byte is its own real value
+        # (scripts/build_models.py sets it; tflite_graph.set_input_quantization).
+        assert model.input_dtype == np.uint8 and model.input_quantization == (1.0, 0)
+        assert model.input_shape == (1, entry.input_size[1], entry.input_size[0], 3)
+        assert all(model.raw_output(name)[0].dtype == np.int8 for name in model.output_names)
+        assert sorted(model.output_names) == sorted(OUTPUT_NAMES)
 
 
 def test_auto_without_edgetpu_falls_back_to_cpu_with_one_warning(caplog):
     caplog.set_level(logging.WARNING)
-    analyzer = build_analyzer(settings(model=INT8, accelerator="auto"))
+    analyzer = build_analyzer(settings(model=INT8, accelerator="auto", camera_size="480x270"))
     assert analyzer.accelerator == "cpu"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "libedgetpu.so.1" in warnings[0].getMessage()
-    assert "face_detection_full_range_int8_edgetpu.tflite is missing" in warnings[0].getMessage()
+    assert "yunet_n_480x288_int8_edgetpu.tflite is missing" in warnings[0].getMessage()
 
 
 def test_cpu_is_silent(caplog):
     caplog.set_level(logging.WARNING)
-    assert build_analyzer(settings(model=INT8, accelerator="cpu")).accelerator == "cpu"
+    assert build_analyzer(settings(model=INT8, accelerator="cpu", camera_size="480x270")).accelerator == "cpu"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -92,14 +95,17 @@ def copy_models(tmp_path: Path, name: str) -> tuple[Path, dict]:
 
 def test_selftest_refuses_a_model_with_altered_weights(tmp_path):
     path, manifest = copy_models(tmp_path, INT8)
-    # Negate the int8 weights of the last regressor convolution: a real, loadable model
-    # whose boxes come out different.
+    # Negate the int8 weights of the last convolution: a real, loadable model whose
+    # outputs come out different.
     model = tflite_graph.read(path.read_bytes())
     graph = model.subgraphs[0]
-    convs = [op for op in graph.operators if tflite_graph.opcode(model, op) == tflite_graph.OP.CONV_2D]
-    weights = graph.tensors[convs[-1].inputs[1]]
-    data = np.asarray(model.buffers[weights.buffer].data, np.uint8).view(np.int8)
-    model.buffers[weights.buffer].data = np.clip(-data.astype(np.int16), -127, 127).astype(np.int8).view(np.uint8)
+    conv = [i for i, c in enumerate(model.operatorCodes)
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == BuiltinOperator.CONV_2D]
+    convs = [op for op in graph.operators if op.opcodeIndex in conv]
+    for op in convs[-12:]:  # the heads' last convolutions
+        weights = graph.tensors[op.inputs[1]]
+        data = np.asarray(model.buffers[weights.buffer].data, np.uint8).view(np.int8)
+        model.buffers[weights.buffer].data = np.clip(-data.astype(np.int16), -127, 127).astype(np.int8).view(np.uint8)
     path.write_bytes(tflite_graph.write(model))
     entry = manifest["models"][INT8]
     entry["sha256"], entry["bytes"] = sha256_file(path), path.stat().st_size
@@ -113,7 +119,7 @@ def test_selftest_refuses_when_the_expectation_differs(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     # Unaltered copy: passes.
     build_analyzer(settings(model=INT8, accelerator="cpu"), tmp_path, tmp_path / "manifest.json")
-    manifest["models"][INT8]["selftest"]["scores"][0] -= 0.2
+    manifest["models"][INT8]["selftest"]["coords"][0] += 5.0
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SelfTestError, match=r"anchor \d+ score"):
+    with pytest.raises(SelfTestError, match=r"coordinates off by 5\.0 px"):
         build_analyzer(settings(model=INT8, accelerator="cpu"), tmp_path, tmp_path / "manifest.json")

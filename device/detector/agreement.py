@@ -1,4 +1,4 @@
-"""How far two detectors agree on the same frames (int8 vs float, ours vs MediaPipe).
+"""How far two detectors agree on the same frames (int8 vs float, ours vs OpenCV's FaceDetectorYN).
 
 Used by the int8 accuracy test and by ``scripts/bench.py``; never on the device's run path.
 """
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.detector.nms import iou
+from device.types import NUM_KEYPOINTS
 
 # A detection of one run matches one of the other at IoU >= 0.5 (the PASCAL VOC criterion,
 # as the issue asks).
@@ -62,7 +63,7 @@ class Agreement:
     facing_pairs: int = 0
 
     def add(self, boxes_a, boxes_b, keypoints_a=None, keypoints_b=None, facing_a=None, facing_b=None) -> None:
-        """Add one frame: boxes (K, 4) / (L, 4), optional keypoints (K, 6, 2) / (L, 6, 2) and
+        """Add one frame: boxes (K, 4) / (L, 4), optional keypoints (K, 5, 2) / (L, 5, 2) and
         facing-front flags (K,) / (L,), all in frame pixels."""
         self.total_a += len(boxes_a)
         self.total_b += len(boxes_b)
@@ -92,6 +93,11 @@ class Agreement:
         return float(np.median(self.keypoint_shift)) if self.keypoint_shift else 0.0
 
     @property
+    def mean_keypoint_shift(self) -> float:
+        """Mean keypoint displacement over matched pairs, as a fraction of box width."""
+        return float(np.mean(self.keypoint_shift)) if self.keypoint_shift else 0.0
+
+    @property
     def facing_agreement(self) -> float:
         """Share of matched pairs with the same ``facing_front`` decision (1.0 when none)."""
         return self.same_facing / self.facing_pairs if self.facing_pairs else 1.0
@@ -100,15 +106,16 @@ class Agreement:
         """One line of the figures, for test output and the benchmark."""
         facing = f"{self.facing_agreement:.3f}" if self.facing_pairs else "not compared"
         return (f"{self.total_a} vs {self.total_b} detections, {self.matched} matched: "
-                f"recall {self.recall:.3f}, precision {self.precision:.3f}, median keypoint shift "
-                f"{100 * self.median_keypoint_shift:.2f}% of box width, facing-front agreement {facing}")
+                f"recall {self.recall:.3f}, precision {self.precision:.3f}, keypoint shift mean "
+                f"{100 * self.mean_keypoint_shift:.2f}% / median {100 * self.median_keypoint_shift:.2f}% of box "
+                f"width, facing-front agreement {facing}")
 
 
 def add_faces(agreement: Agreement, faces_a: list, faces_b: list) -> None:
     """Add one frame of :class:`device.types.Face` lists to ``agreement``."""
     def unpack(faces):
         boxes = np.array([f.detection.box for f in faces], np.float32).reshape(-1, 4)
-        kps = np.array([f.detection.keypoints for f in faces], np.float32).reshape(-1, 6, 2)
+        kps = np.array([f.detection.keypoints for f in faces], np.float32).reshape(-1, NUM_KEYPOINTS, 2)
         return boxes, kps, [f.facing_front for f in faces]
 
     boxes_a, kps_a, facing_a = unpack(faces_a)

@@ -1,100 +1,62 @@
-"""IoU and MediaPipe-style weighted non-maximum suppression.
+"""IoU and hard non-maximum suppression, as OpenCV's ``cv::dnn::NMSBoxes`` does it for YuNet.
 
-MediaPipe's ``NonMaxSuppressionCalculator`` with ``algorithm: WEIGHTED`` (both face
-graphs, ``min_suppression_threshold: 0.3``, ``overlap_type: INTERSECTION_OVER_UNION``):
-the best remaining candidate collects every candidate that overlaps it by more than the
-threshold; the group is replaced by one detection whose box and keypoints are the
-score-weighted mean of the group and whose score is the best score of the group.
+OpenCV's ``FaceDetectorYN`` (``modules/objdetect/src/face_detect.cpp``) truncates each
+candidate's ``(x, y, w, h)`` to integers (``Rect2i``), then runs ``NMSBoxes``: candidates in
+order of score, best first; a candidate is kept when its IoU with every box kept so far is
+at most the threshold. Doing the same here (truncation included) is what makes our
+detections identical to the reference implementation's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-# face_detection_*_range.pbtxt, NonMaxSuppressionCalculator.min_suppression_threshold
+# OpenCV FaceDetectorYN's default nms_threshold (objdetect/face.hpp, FaceDetectorYN::create).
 NMS_IOU_THRESHOLD = 0.3
 
 
-def overlaps(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Intersection over union and intersection over the smaller box, of one box with many.
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box with many.
 
     Args:
         box: (4,) ``[x_min, y_min, x_max, y_max]``.
-        boxes: (K, 4) in the same units.
+        boxes: (K, 4) in the same unit.
 
     Returns:
-        ``(iou, ios)``: float32 (K,) each in [0, 1]; 0 where a box has no area.
+        float32 (K,) in [0, 1]; 0 where the union has no area.
     """
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 0.0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    union = area + areas - inter
-    smaller = np.minimum(area, areas)
+    box = np.asarray(box, np.float32)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-        ios = np.where(smaller > 0, inter / smaller, 0.0)
-    return iou.astype(np.float32), ios.astype(np.float32)
+        return np.where(union > 0, inter / union, 0.0).astype(np.float32)
 
 
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of one box (4,) with many (K, 4): float32 (K,)."""
-    return overlaps(box, boxes)[0]
-
-
-def weighted_nms(
-    boxes: np.ndarray,
-    keypoints: np.ndarray,
-    scores: np.ndarray,
-    iou_threshold: float = NMS_IOU_THRESHOLD,
-    containment_threshold: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Blend overlapping detections.
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU_THRESHOLD,
+        top_k: int = 5000) -> np.ndarray:
+    """Hard NMS on integer-truncated boxes, OpenCV ``NMSBoxes`` order and rule.
 
     Args:
-        boxes: float (K, 4) ``[x_min, y_min, x_max, y_max]``, any consistent unit.
-        keypoints: float (K, P, 2) in the same unit.
-        scores: float (K,) confidences.
-        iou_threshold: candidates with IoU above this with the group's best are merged.
-        containment_threshold: also merge candidates whose intersection with the best covers
-            more than this share of the smaller box (the "IoS" match of tiled inference, as in
-            SAHI's merging): a face cut by a tile edge, or seen both in a tile and in the
-            whole-frame pass at another scale, is one face. None = MediaPipe's IoU rule only.
+        boxes: float32 (N, 4) ``[x_min, y_min, x_max, y_max]`` in pixels.
+        scores: float32 (N,).
+        iou_threshold: a candidate overlapping a kept box by more than this is dropped.
+        top_k: at most this many candidates, best first, are considered (OpenCV's
+            ``top_k``, default 5000).
 
     Returns:
-        ``(boxes, keypoints, scores)`` of the M <= K merged detections, best first,
-        float32 with shapes (M, 4), (M, P, 2), (M,).
+        int64 (K,) indices into ``boxes`` of the kept candidates, best score first.
     """
-    order = np.argsort(-scores, kind="stable")
-    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
-    remaining = np.ones(len(scores), dtype=bool)
-    out_b, out_k, out_s = [], [], []
-    for i in range(len(scores)):
-        if not remaining[i]:
-            continue
-        candidates = np.flatnonzero(remaining)
-        by_union, by_smaller = overlaps(boxes[i], boxes[candidates])
-        same = by_union > iou_threshold
-        if containment_threshold is not None:
-            same |= by_smaller > containment_threshold
-        group = candidates[same | (candidates == i)]
-        weights = scores[group] / scores[group].sum()
-        out_b.append((boxes[group] * weights[:, None]).sum(axis=0))
-        out_k.append((keypoints[group] * weights[:, None, None]).sum(axis=0))
-        out_s.append(scores[i])
-        remaining[group] = False
-    n_kp = keypoints.shape[1] if keypoints.ndim == 3 else 0
-    if not out_s:
-        return (
-            np.zeros((0, 4), np.float32),
-            np.zeros((0, n_kp, 2), np.float32),
-            np.zeros((0,), np.float32),
-        )
-    return (
-        np.asarray(out_b, np.float32),
-        np.asarray(out_k, np.float32),
-        np.asarray(out_s, np.float32),
-    )
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    x = np.trunc(boxes[:, 0])
+    y = np.trunc(boxes[:, 1])
+    rects = np.stack([x, y, x + np.trunc(boxes[:, 2] - boxes[:, 0]), y + np.trunc(boxes[:, 3] - boxes[:, 1])], 1)
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    kept: list[int] = []
+    for i in order:
+        if not kept or float(iou(rects[i], rects[kept]).max()) <= iou_threshold:
+            kept.append(int(i))
+    return np.asarray(kept, np.int64)
