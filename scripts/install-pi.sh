@@ -11,7 +11,7 @@
 #   3. copies this checkout to /opt/roompulse/src and makes /opt/roompulse/venv with
 #      --system-site-packages (picamera2 and libcamera come from apt, not PyPI), then
 #      installs RoomPulse into it (editable: the models live in src/models);
-#   4. fetches and verifies the models (scripts/fetch_models.py, pinned sha256);
+#   4. verifies the committed models against models/manifest.json (sha256);
 #   5. /etc/roompulse/roompulse.env from the example (never overwrites an existing one);
 #   6. installs systemd/roompulse.service, enables it and (re)starts it.
 set -euo pipefail
@@ -112,8 +112,8 @@ run "$PREFIX/venv/bin/python" -m pip install --quiet --editable "$PREFIX/src"
 # The service cannot write bytecode (ProtectSystem=strict): compile it once here.
 run "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/src/device"
 
-step "4. models (pinned, sha256-checked)"
-run "$PREFIX/venv/bin/python" "$PREFIX/src/scripts/fetch_models.py"
+step "4. models (committed, sha256-checked)"
+run "$PREFIX/venv/bin/python" -c "from device.models import verify_all; print(len(verify_all()), 'model files verified')"
 
 step "5. settings in $CONF_DIR (root:$SERVICE_USER, 0640)"
 run install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"

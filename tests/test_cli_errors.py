@@ -67,7 +67,7 @@ def _broken_models(tmp_path: Path, damage) -> Path:
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "device", copy / "device")
     shutil.copytree(ROOT / "models", copy / "models")
-    damage(copy / "models" / "face_detection_full_range_sparse.tflite")
+    damage(copy / "models" / "yunet_n_480x288_int8.tflite")
     return copy
 
 
@@ -84,8 +84,8 @@ def test_missing_truncated_or_altered_model_stops_with_one_line(tmp_path, damage
     result = subprocess.run([sys.executable, "-m", "device", "analyze", str(CLASSROOM)], cwd=copy,
                             env=clean_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert expected in result.stderr and "face_detection_full_range_sparse.tflite" in result.stderr
-    assert "make models-fetch" in result.stderr
+    assert expected in result.stderr and "yunet_n_480x288_int8.tflite" in result.stderr
+    assert "git checkout -- models/" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 
@@ -128,8 +128,9 @@ def test_field_and_small_group_errors_are_named_together():
 
 
 def test_unknown_model_is_a_config_error_and_a_misspelling_is_warned():
-    unknown = roompulse("check-config", env=clean_env(ROOMPULSE_MODEL="blazeface_huge"))
-    assert unknown.returncode == 78 and "unknown model 'blazeface_huge'" in unknown.stderr
+    unknown = roompulse("check-config", env=clean_env(ROOMPULSE_MODEL="yunet_huge"))
+    assert unknown.returncode == 78 and "unknown model 'yunet_huge'" in unknown.stderr
+    assert "yunet_n_int8" in unknown.stderr
     typo = roompulse("check-config", env=clean_env(ROOMPULSE_MIN_GROUPSIZE="7"))
     assert typo.returncode == 0
     assert "ROOMPULSE_MIN_GROUPSIZE (did you mean ROOMPULSE_MIN_GROUP_SIZE?) is not a RoomPulse setting" in typo.stderr

@@ -35,7 +35,7 @@ def test_installer_dry_run_prints_the_whole_plan_and_changes_nothing():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for expected in ("dry run: nothing is changed", "python3 -m venv --system-site-packages /opt/roompulse/venv",
-                     "pip install --quiet --editable /opt/roompulse/src", "fetch_models.py",
+                     "pip install --quiet --editable /opt/roompulse/src", "verify_all()",
                      "/etc/roompulse/roompulse.env", "/etc/systemd/system/roompulse.service",
                      "systemctl enable roompulse.service"):
         assert expected in out, expected
