@@ -12,7 +12,9 @@ broker). Stages, data flowing one way:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,15 @@ def run(env_file: Path | None = None, listen: str | None = None) -> int:
     hub = Hub()
     ingest = Ingest(config.broker, d, store, fleet, on_change=hub.changed)
     app = create_app(config, store, fleet, ingest, hub)
-    server = uvicorn.Server(uvicorn.Config(
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn re-raises SIGTERM after its shutdown (exit -15); a stop is a clean exit here.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda signum, frame: setattr(self, "should_exit", True))
+            yield
+
+    server = Server(uvicorn.Config(
         app, host=d.bind.host, port=d.bind.port, log_level="warning", access_log=False, server_header=False,
         proxy_headers=False, timeout_graceful_shutdown=2, lifespan="on"))
     server.run()
