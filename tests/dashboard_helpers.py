@@ -50,8 +50,10 @@ def fleet_window(unit: int, seq: int) -> Engagement:
                   score)
 
 
-def _client(port: int, client_id: str, will_topic: str | None = None) -> mqtt.Client:
+def _client(port: int, client_id: str, will_topic: str | None = None, inflight: int = 20) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(inflight)
+    client.max_queued_messages_set(0)
     if will_topic:
         client.will_set(will_topic, "offline", qos=1, retain=True)
     client.connect("127.0.0.1", port, keepalive=30)
@@ -79,9 +81,7 @@ def fleet_main(port: int, first: int, count: int, rate: float, seconds: float, o
     """Units ``first``..``first+count-1`` on one client: ``rate`` windows per second for ``seconds``,
     round-robin over the units. Writes ``{"sent": [[device_id, seq, publish_time_s], ...]}`` to
     ``out`` once every window is acknowledged."""
-    client = _client(port, f"sim-fleet-{first}")
-    client.max_inflight_messages_set(200)
-    client.max_queued_messages_set(0)
+    client = _client(port, f"sim-fleet-{first}", inflight=200)
     sent: list[tuple[str, int, float]] = []
     infos = []
     total = int(rate * seconds)
