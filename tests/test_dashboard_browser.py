@@ -12,8 +12,6 @@ import pytest
 from conftest import ROOT, Broker, free_port
 from dashboard_helpers import Dashboard, Unit, chromium, dashboard_env, window
 
-pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                                reason="chromium and chromium-driver are installed by 'make test' (scripts/setup.sh)")
 
 LENGTH_S = 30
 HISTORY = 12
@@ -48,6 +46,8 @@ def wait(predicate, timeout: float, what: str):
 
 @pytest.fixture
 def fleet(tmp_path):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromium-driver are not installed: run 'make test' (scripts/setup.sh installs them)")
     broker = Broker(tmp_path).start()
     dash = Dashboard(dashboard_env(broker.port, tmp_path / "history.db"), free_port()).wait_ready()
     units = {name: Unit(broker.port, name) for name in SERIES}
