@@ -44,9 +44,10 @@ def test_network_address_without_password_or_token_refuses_to_start(tmp_path):
 
 def test_unauthenticated_request_gets_401_and_every_response_security_headers(broker, tmp_path):
     env = dashboard_env(broker.port, tmp_path / "h.db", ROOMPULSE_DASHBOARD_PASSWORD="correct horse",
-                        ROOMPULSE_DASHBOARD_TOKEN="s3cr3t-token-for-prometheus")
+                        ROOMPULSE_DASHBOARD_TOKEN="s3cr3t-token-for-prometheus", ROOMPULSE_DASHBOARD_RETENTION="9")
     dash = Dashboard(env, free_port()).wait_ready()
     try:
+        assert "ROOMPULSE_DASHBOARD_RETENTION is not a dashboard setting and is ignored" in "".join(dash.errors)
         basic = "Basic " + base64.b64encode(b"roompulse:correct horse").decode()
         wrong = "Basic " + base64.b64encode(b"roompulse:wrong horse").decode()
         for path in ("/", "/api/rooms", "/api/events", "/metrics", "/static/dashboard.js", "/rooms/x.csv"):

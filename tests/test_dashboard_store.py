@@ -59,3 +59,12 @@ def test_fleet_keeps_newest_window_on_the_tile():
     assert fleet.paused("room-101", False).state == "online"
     assert fleet.status("room-101", "camera_stalled").state == "camera_stalled"
     assert fleet.availability("room-101", "offline").state == "offline"
+
+
+def test_latest_of_every_unit(tmp_path):
+    store = Store(tmp_path / "h.db", retention_s=1e9)
+    store.add([w(s, device=d) for d in ("b-2", "a-1", "c-3") for s in range(4)] + [w(9, device="a-1", offset_s=2)])
+    assert store.devices() == ["a-1", "b-2", "c-3"]
+    # a-1's seq 9 was sent late and ended before seq 3: the newest by time is seq 3
+    assert {d: x.seq for d, x in store.latest().items()} == {"a-1": 3, "b-2": 3, "c-3": 3}
+    assert Store(tmp_path / "empty.db", retention_s=1).latest() == {}

@@ -29,9 +29,11 @@ def run(env_file: Path | None = None, listen: str | None = None) -> int:
         device.dashboard.store.StoreError: the history file cannot be opened (exit 1).
         RuntimeError: the dashboard's packages are not installed (``pip install roompulse[dashboard]``).
     """
-    from device.dashboard.settings import load
+    from device.dashboard.settings import load, unknown_variables
 
     config = load(env_file, listen)
+    for name in unknown_variables(env_file):
+        log.warning("%s is not a dashboard setting and is ignored", name)
     try:
         import uvicorn
 

@@ -210,6 +210,8 @@ def unknown_variables(env_file: Path | None = None) -> list[str]:
     """``ROOMPULSE_DASHBOARD_*`` names in the environment or env file that no dashboard setting reads."""
     from dotenv import dotenv_values
 
+    if env_file is None and DEFAULT_ENV_FILE.is_file():
+        env_file = DEFAULT_ENV_FILE
     known = {DASHBOARD_PREFIX + name.upper() for name in DashboardSettings.model_fields}
     names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
     return sorted(n for n in names if n.upper().startswith(DASHBOARD_PREFIX) and n.upper() not in known)

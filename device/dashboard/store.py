@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS windows (
     PRIMARY KEY (device_id, seq, window_start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_by_time ON windows (device_id, end_s);
+CREATE INDEX IF NOT EXISTS windows_by_end ON windows (end_s);  -- retention pruning without a full scan
 """
 
 COLUMNS = ("device_id", "seq", "window_start", "window_end", "frames_analyzed", "faces_present",
@@ -145,12 +146,23 @@ class Store:
         cur = self._db().execute("DELETE FROM windows WHERE end_s < ?", (now_s - self.retention_s,))
         return cur.rowcount
 
-    def latest(self) -> dict[str, Window]:
-        """The newest window (by ``window_end``) of every unit in the history."""
+    def devices(self) -> list[str]:
+        """Every ``device_id`` in the history; an index skip-scan (one lookup per unit, not per row)."""
         rows = self._db().execute(
-            f"{_SELECT} AS w WHERE end_s = (SELECT MAX(end_s) FROM windows WHERE device_id = w.device_id) "
-            "GROUP BY device_id").fetchall()
-        return {row[0]: _window(row) for row in rows}
+            "WITH RECURSIVE d(id) AS (SELECT MIN(device_id) FROM windows UNION ALL "
+            "SELECT (SELECT MIN(device_id) FROM windows WHERE device_id > d.id) FROM d WHERE d.id IS NOT NULL) "
+            "SELECT id FROM d WHERE id IS NOT NULL").fetchall()
+        return [row[0] for row in rows]
+
+    def latest(self) -> dict[str, Window]:
+        """The newest window (by ``window_end``, then ``seq``) of every unit in the history."""
+        db = self._db()
+        out = {}
+        for device_id in self.devices():
+            row = db.execute(f"{_SELECT} WHERE device_id = ? ORDER BY end_s DESC, seq DESC LIMIT 1",
+                             (device_id,)).fetchone()
+            out[device_id] = _window(row)
+        return out
 
     def between(self, device_id: str, from_s: float, to_s: float) -> list[Window]:
         """Windows of ``device_id`` that end in ``[from_s, to_s)``, oldest first."""
