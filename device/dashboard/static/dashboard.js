@@ -248,6 +248,8 @@
         plot.gaps = built.gaps;
         plot.setData(built.data);
       }
+      // the day view spans the whole day (server's time zone), not just the windows it has
+      if (view.mode === "day") plot.setScale("x", { min: data.from_s, max: data.to_s });
       chartEl.dataset.windows = String(data.windows.length);
       chartEl.dataset.device = id;
     } finally {
