@@ -141,3 +141,34 @@ def test_states_late_window_csv_and_metrics(broker, tmp_path):
         unit.close()
         other.close()
         assert dash.stop() == 0
+
+
+def test_broker_over_tls_with_a_password_file_as_the_service_reads_it(tmp_path):
+    from test_tls_auth import make_ca, make_server_cert
+
+    import paho.mqtt.client as mqtt
+
+    ca_key, ca = make_ca(tmp_path, "test-ca")
+    key, crt = make_server_cert(tmp_path, ca_key, ca)
+    broker = Broker(tmp_path, tls=(ca, crt, key), passwords={"dashboard": "dash-Pw-5521", "unit": "unit-Pw-8812"})
+    broker.start()
+    (tmp_path / "pw").write_text("dash-Pw-5521\n")
+    env = dashboard_env(broker.tls_port, tmp_path / "history.db", ROOMPULSE_MQTT_HOST="localhost",
+                        ROOMPULSE_MQTT_TLS_CA=str(ca), ROOMPULSE_MQTT_USERNAME="dashboard",
+                        ROOMPULSE_MQTT_PASSWORD_FILE=str(tmp_path / "pw"))
+    dash = Dashboard(env, free_port()).wait_ready()
+    unit = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="roompulse-room-301", protocol=mqtt.MQTTv5)
+    unit.username_pw_set("unit", "unit-Pw-8812")
+    unit.connect("127.0.0.1", broker.port)
+    unit.loop_start()
+    try:
+        payload = window("room-301", 41, T0, 60, 22, 0.73)
+        unit.publish("roompulse/room-301/engagement", payload.to_json(), qos=1).wait_for_publish(5)
+        rooms = dash.wait_until(lambda: dash.json("/api/rooms")["rooms"], what="room-301 over TLS")
+        assert [(r["device_id"], r["faces_present"], r["engagement_score"]) for r in rooms] == [("room-301", 22, 0.73)]
+        assert "dash-Pw-5521" not in "".join(dash.errors)
+    finally:
+        unit.disconnect()
+        unit.loop_stop()
+        assert dash.stop() == 0
+        broker.stop()
