@@ -82,6 +82,15 @@ def test_states_late_window_csv_and_metrics(broker, tmp_path):
         for seq, faces, score in plan:
             unit.publish(window("room-201", seq, T0 + timedelta(minutes=seq), 60, faces, score))
         other.publish(window("room-202", 7, T0, 60, 2, None))
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        # not RoomPulse windows: a device id made for a spreadsheet formula, a field too many, not JSON
+        bad = window("room-202", 8, T0, 60, 9, 0.5).model_dump(by_alias=True)
+        for payload in (json.dumps({**bad, "device_id": "=cmd|' /C calc'!A0"}), json.dumps({**bad, "faces": 3}), "{"):
+            client.publish("roompulse/room-202/engagement", payload, qos=1).wait_for_publish(5)
         dash.wait_until(lambda: len(dash.json("/api/rooms")["rooms"]) == 2 and dash.json(
             "/api/rooms")["rooms"][0]["window_end"] == "2026-11-30T08:05:00Z", what="room-201's seq 4")
 
@@ -106,14 +115,9 @@ def test_states_late_window_csv_and_metrics(broker, tmp_path):
             (0, 0.71), (1, None), (2, 0.8), (3, 0.64), (4, 0.69)]
         assert chart["min_group_size"] == 6
 
-        # states from the retained topics: paused, camera stalled, offline (clean stop says offline too)
+        # states from the retained topics: paused, camera stalled, offline (a killed unit's Last Will)
         pub = Unit(broker.port, "operator")
         pub.proc.kill()
-        import paho.mqtt.client as mqtt
-
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        client.connect("127.0.0.1", broker.port)
-        client.loop_start()
         client.publish("roompulse/room-201/paused", "ON", qos=1, retain=True).wait_for_publish(5)
         client.publish("roompulse/room-202/status", json.dumps({"state": "camera_stalled"}), qos=1,
                        retain=True).wait_for_publish(5)
@@ -135,6 +139,7 @@ def test_states_late_window_csv_and_metrics(broker, tmp_path):
         assert abs(age - (time.time() - T0.timestamp() - 300)) < 5
         assert lines["roompulse_dashboard_windows_stored_total"] == 6
         assert lines["roompulse_dashboard_duplicates_total"] == 1  # seq 3 twice
+        assert lines["roompulse_dashboard_invalid_messages_total"] == 3
         client.disconnect()
         client.loop_stop()
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import ssl
 import threading
 import time
@@ -46,6 +47,9 @@ LEAVES = ("engagement", "availability", "status", "paused")
 BATCH_MAX = 2000  # messages committed in one transaction at most
 RECEIVE_MAXIMUM = 1000  # unacknowledged QoS 1 messages the broker may send at once (MQTT v5 Receive Maximum)
 PRUNE_EVERY_S = 3600.0
+# The service's ROOMPULSE_DEVICE_ID pattern (device/config.py). Anything else (a payload made by
+# another publisher) is dropped: ids go into URLs, file names and CSV cells.
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,10 @@ class Ingest:
         for m in batch:
             if m.leaf == "engagement":
                 try:
-                    windows.append(Window.from_payload(Engagement.model_validate_json(m.payload)))
+                    payload = Engagement.model_validate_json(m.payload)
+                    if not DEVICE_ID.fullmatch(payload.device_id):
+                        raise ValueError(f"device_id {payload.device_id[:80]!r} is not a RoomPulse device id")
+                    windows.append(Window.from_payload(payload))
                 except (ValidationError, ValueError) as exc:
                     self.counters.invalid += 1
                     log.warning("invalid engagement payload on %s/%s/engagement dropped: %s", self._root,
@@ -211,7 +218,7 @@ class Ingest:
             if room is not None:
                 changed[w.device_id] = room
         for m in batch:
-            if m.leaf != "engagement" and m.device_id:
+            if m.leaf != "engagement" and DEVICE_ID.fullmatch(m.device_id):
                 room = self._state(m)
                 if room is not None:
                     changed[m.device_id] = room
