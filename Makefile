@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,dashboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("paths", nargs="+", type=Path)
     sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
     sub.add_parser("privacy-report", help="print what leaves the device, what is stored, what is never collected")
+    dashboard = sub.add_parser("dashboard", help="serve the multi-room dashboard (a separate subscriber process)")
+    dashboard.add_argument("--listen", metavar="HOST:PORT",
+                           help="overrides ROOMPULSE_DASHBOARD_LISTEN (default 127.0.0.1:8080)")
     return parser
 
 
@@ -101,8 +104,26 @@ def cmd_check_config(settings: Settings) -> int:
     return 0
 
 
+def cmd_dashboard(env_file: Path | None, listen: str | None) -> int:
+    """``roompulse dashboard``: its own settings (device/dashboard/settings.py), not the unit's."""
+    from device.dashboard import run
+    from device.dashboard.store import StoreError
+
+    configure_logging("INFO")
+    try:
+        return run(env_file, listen)
+    except ConfigError as exc:
+        print(f"roompulse dashboard: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except (StoreError, RuntimeError) as exc:
+        print(f"roompulse dashboard: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "dashboard":
+        return cmd_dashboard(args.env_file, args.listen)
     overrides = {"source": args.source} if getattr(args, "source", None) else {}
     try:
         settings = load_settings(args.env_file, **overrides)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the system packages RoomPulse's build and tests need are present:
 # python3 with venv (python3-venv on Debian/Raspberry Pi OS) and, with --broker, mosquitto
-# (with mosquitto_passwd) and openssl for the broker tests.
+# (with mosquitto_passwd) and openssl for the broker tests, chromium and chromium-driver for the
+# dashboard's browser test.
 # Installs through apt-get only what is missing; uses sudo when not root.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = "--broker" ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)  # ships mosquitto_passwd
   command -v openssl >/dev/null 2>&1 || need+=(openssl)  # throwaway CA in the TLS tests
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the dashboard page in a real browser
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
