@@ -105,7 +105,7 @@ class Settings(BaseSettings):
                                    "entry of models/manifest.json (e.g. yunet_n_1280x736_int8)")
     threads: int = Field(2, ge=1, le=16, description="interpreter CPU threads")
     # models/README.md, "Choosing the score threshold": the counts on the clips at 0.5-0.9.
-    min_score: float = Field(0.6, gt=0, lt=1, description="detection confidence threshold")
+    min_score: float = Field(0.7, gt=0, lt=1, description="detection confidence threshold")
     state_dir: Path = Field(Path("/var/lib/roompulse"), description="outbox and state directory")
     ha_discovery: bool = Field(True, description="announce Home Assistant MQTT discovery")
     ha_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant discovery prefix")

@@ -41,7 +41,7 @@ DIVISOR = 32
 OUTPUT_NAMES = tuple(f"{kind}_{s}" for kind in ("cls", "obj", "bbox", "kps") for s in STRIDES)
 # Default confidence threshold: see models/README.md ("Choosing the score threshold") for
 # the counts on the clips that chose it. FaceDetectorYN's own default is 0.9.
-SCORE_THRESHOLD = 0.6
+SCORE_THRESHOLD = 0.7
 # FaceDetectorYN's default top_k.
 TOP_K = 5000
 
