@@ -147,6 +147,11 @@ def cmd_check_config(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {"source": args.source} if getattr(args, "source", None) else {}
+    if args.command == "doctor":  # reports an invalid configuration as one of its lines
+        from device.doctor import run_doctor
+
+        configure_logging("INFO")
+        return run_doctor(args.env_file, sys.stdout, overrides)
     try:
         settings = load_settings(args.env_file, **overrides)
     except ConfigError as exc:
