@@ -98,3 +98,24 @@ def test_aim_creates_no_file_and_opens_no_socket(tmp_path):
     assert events["connect"] == [] and events["subprocess"] == []
     assert list(tmp_path.iterdir()) == [out]
     assert "faces now: 4" in result.stdout and "Aimed at" in result.stdout
+
+
+def test_ctrl_c_on_a_looped_clip_ends_with_the_summary():
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "device", "aim", "--json", "--source", str(CLASSROOM)], cwd=ROOT,
+                            env=clean_env(**MODEL, ROOMPULSE_SOURCE_LOOP="true"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        views = [json.loads(proc.stdout.readline()) for _ in range(3)]  # paced like a camera: ~1 s apart
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert all(v["faces"] == 4 for v in views)
+    # the looped clip is paced at its own 15 frames/s, so about 15 frames per refresh
+    assert all(10 <= v["fps"] <= 17 for v in views[1:]), [v["fps"] for v in views]
+    summary = json.loads(rest.splitlines()[-1])["summary"]
+    assert summary.startswith(f"Aimed at {CLASSROOM}") and "median 4" in summary
+    assert "Traceback" not in err
