@@ -138,8 +138,15 @@ def cmd_run(settings: Settings) -> int:
         state.close()
 
 
-def cmd_check_config(settings: Settings) -> int:
-    for name, value in settings.masked().items():
+def cmd_check_config(settings: Settings, env_file: Path | None = None) -> int:
+    """Print the settings in force, one ``VARIABLE=value`` line each, secrets masked; values
+    derived from others (port, client id, topic prefix) are shown as they apply. The env
+    file read goes to stderr, so stdout stays ``VARIABLE=value`` lines."""
+    print(f"roompulse: settings from {env_file or 'the environment and defaults (no env file)'}", file=sys.stderr)
+    shown = settings.masked()
+    shown.update({"ROOMPULSE_MQTT_PORT": str(settings.port), "ROOMPULSE_MQTT_CLIENT_ID": settings.client_id,
+                  "ROOMPULSE_TOPIC_PREFIX": settings.prefix})
+    for name, value in shown.items():
         print(f"{name}={value}")
     return 0
 
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "analyze":
             return cmd_analyze(settings, args.paths)
         if args.command == "check-config":
-            return cmd_check_config(settings)
+            return cmd_check_config(settings, env_file)
         if args.command == "aim":
             from device.aim import run_aim
 
