@@ -192,3 +192,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before aim's loop (model loading, opening the camera)
+        return 130
