@@ -162,8 +162,8 @@ def check_source(settings: Settings) -> Check:
     try:
         frame = with_timeout(first_frame, settings.source_timeout_s + SOURCE_GRACE_S)
     except (SourceError, TimeoutError, OSError) as exc:
-        text = str(exc) if str(exc).startswith(name) else f"{name}: {exc}"
-        return Check(FAIL, "source", f"{kind} {text}", fixes[kind])
+        text = str(exc) if name in str(exc) else f"{kind} {name}: {exc}"
+        return Check(FAIL, "source", text, fixes[kind])
     finally:
         try:
             source.close()
@@ -226,6 +226,19 @@ def _plain_mqtt(host: str, port: int) -> bool:
     except OSError:
         pass
     return False
+
+
+def _speaks_tls(host: str, port: int) -> bool:
+    """True when ``host:port`` completes a TLS handshake (certificate not checked: only the protocol)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=NET_TIMEOUT_S) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 def check_broker(settings: Settings) -> list[Check]:
@@ -297,6 +310,10 @@ def check_mqtt(s: Settings) -> list[Check]:
         result["connect"] = reason_code
         connected.set()
 
+    def on_disconnect(client, userdata, flags, reason_code, properties):
+        result.setdefault("closed", reason_code)
+        connected.set()
+
     def on_publish(client, userdata, mid, reason_code, properties):
         result["publish"] = reason_code
         published.set()
@@ -312,14 +329,20 @@ def check_mqtt(s: Settings) -> list[Check]:
     if s.mqtt_tls_ca:
         client.tls_set(ca_certs=str(s.mqtt_tls_ca), certfile=str(s.mqtt_tls_cert) if s.mqtt_tls_cert else None,
                        keyfile=str(s.mqtt_tls_key) if s.mqtt_tls_key else None)
-    client.on_connect, client.on_publish = on_connect, on_publish
+    client.on_connect, client.on_publish, client.on_disconnect = on_connect, on_publish, on_disconnect
     who = f"as {s.mqtt_username!r}" if s.mqtt_username else "anonymously"
     try:
         client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True)
         client.loop_start()
-        if not connected.wait(ACK_TIMEOUT_S):
-            return [Check(FAIL, "broker login", f"no CONNACK within {ACK_TIMEOUT_S:.0f} s",
-                          "check that the port is an MQTT listener (ROOMPULSE_MQTT_PORT)")]
+        if not connected.wait(ACK_TIMEOUT_S) or "connect" not in result:
+            if not s.mqtt_tls_ca and _speaks_tls(s.mqtt_host, s.port):
+                return [Check(FAIL, "broker login", f"{s.mqtt_host}:{s.port} is a TLS listener and no "
+                                                    "ROOMPULSE_MQTT_TLS_CA is set",
+                              "set ROOMPULSE_MQTT_TLS_CA to the CA file of the broker's certificate, or use the "
+                              "broker's plain port (usually 1883)")]
+            what = "closed the connection" if "closed" in result else f"sent no CONNACK within {ACK_TIMEOUT_S:.0f} s"
+            return [Check(FAIL, "broker login", f"{s.mqtt_host}:{s.port} {what}",
+                          "check that the port is an MQTT listener (ROOMPULSE_MQTT_PORT) and the broker's log")]
         code = result["connect"]
         if code.is_failure:
             auth = code.value in (134, 135)

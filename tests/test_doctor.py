@@ -129,6 +129,10 @@ def test_everything_passes_over_tls_with_a_password_and_the_publish_is_acknowled
         # --env-file after the command name
         code, checks, out = doctor(unit_env(state), "--env-file", str(env_file))
         got = watch.wait_for("roompulse/doc-room/doctor", lambda p: len(p) == 1, timeout=10)
+        # the reverse mistake: the TLS port without ROOMPULSE_MQTT_TLS_CA
+        plain_env = tmp_path / "plain.env"
+        plain_env.write_text("\n".join(l for l in env_file.read_text().splitlines() if "TLS_CA" not in l) + "\n")
+        no_ca, no_ca_checks, no_ca_out = doctor(unit_env(state), "--env-file", str(plain_env))
     finally:
         watch.close()
         broker.stop()
@@ -145,4 +149,6 @@ def test_everything_passes_over_tls_with_a_password_and_the_publish_is_acknowled
     assert SECRET not in out
     assert out.splitlines()[-1].startswith("doctor: ") and "0 FAIL" in out.splitlines()[-1]
     assert os.listdir(state) == []  # the doctor creates no database
+    assert no_ca == 1 and failing(no_ca_checks) == ["broker login"], no_ca_out
+    assert f"localhost:{broker.tls_port} is a TLS listener and no ROOMPULSE_MQTT_TLS_CA is set" in no_ca_out
     print("\nFIGURE doctor all pass:\n" + out)
