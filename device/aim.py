@@ -24,8 +24,10 @@ The functions that turn faces into the grid and the advice are pure (no I/O, no 
 from __future__ import annotations
 
 import json
+import signal
 import statistics
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -52,6 +54,9 @@ GRID_COLS = 48
 # Terminal cells are about twice as tall as wide: half as many rows keep the picture's aspect.
 CELL_ASPECT = 2.0
 REFRESH_S = 1.0
+# Most frames per second offered to the analysis (ROOMPULSE_FPS's upper bound): aim shows
+# the rate this unit reaches, not the rate the service is configured for.
+AIM_MAX_FPS = 60.0
 
 
 @dataclass(frozen=True)
@@ -249,48 +254,65 @@ class Summary:
 
 def run_aim(settings: Settings, as_lines: bool = False, out: TextIO | None = None,
             refresh_s: float = REFRESH_S) -> int:
-    """Read the configured source, analyse every frame, refresh the view every ``refresh_s``
-    seconds of the source's clock, end with the summary on Ctrl-C or at the end of a file.
+    """Read the configured source, analyse the newest frame whenever the last analysis is done,
+    refresh the view every ``refresh_s`` seconds of the source's clock, end with the summary
+    on Ctrl-C or at the end of a file that is not looped.
+
+    The source is read in the service's capture worker (:class:`device.supervisor.Capture`):
+    a camera faster than the analysis has its older frames dropped, so the view shows the
+    present, not a growing backlog; a stalled camera is reported in the view and re-opened
+    with backoff. A file read once is analysed frame by frame.
 
     Args:
-        settings: the source settings, the model settings, ``min_group_size`` and ``fps``.
+        settings: the source settings, the model settings, ``min_group_size``, ``fps``,
+            ``stall_s``, ``hang_s``, ``reopen_backoff_max_s``.
         as_lines: one JSON object per refresh instead of the text view; the summary then is
             a last JSON object ``{"summary": ...}``.
         out: where to print (default stdout).
 
     Returns:
-        0; 1 when a camera or stream (not a file) stopped delivering frames.
+        0 (Ctrl-C or the end of a file).
 
     Raises:
-        device.sources.SourceError: the source cannot be opened or read.
+        device.sources.SourceError: a file source cannot be opened or read.
         device.sources.SourceUnavailable: picamera2 selected but not installed.
         device.models.ModelError, device.runtime.RuntimeUnavailable, ValueError: as
             :func:`device.pipeline.build_analyzer`.
+        RuntimeError: the capture thread died of an unexpected error (a bug).
     """
+    from device.config import redact_url
     from device.pipeline import build_analyzer
     from device.sources import describe, make_source, preflight
-    from device.config import redact_url
+    from device.supervisor import Capture
 
     out = out or sys.stdout
     preflight(settings.source)
     analyzer = build_analyzer(settings)
     name = redact_url(settings.source)
-    source = make_source(settings.source, loop=settings.source_loop, size=settings.camera_wh,
-                         timeout_s=settings.source_timeout_s)
+    live = describe(settings.source) != "file" or settings.source_loop
+
+    def factory():
+        return make_source(settings.source, loop=settings.source_loop, size=settings.camera_wh,
+                           timeout_s=settings.source_timeout_s)
+
+    # ROOMPULSE_FPS's upper bound: every frame of a camera up to 60/s is offered, the
+    # analysis takes the newest.
+    capture = Capture(factory, AIM_MAX_FPS, stall_s=settings.stall_s, hang_s=settings.hang_s, supervised=live,
+                      backoff_max_s=settings.reopen_backoff_max_s)
     live_view = not as_lines and out.isatty()
     summary = Summary()
     began = time.monotonic()
-    code = 0
     pending = None  # newest analysed frame not yet shown: (frame index, size, boxes, brightness, ms)
     last_shown_stamp = None
     period_start, period_frames = began, 0
+    last_stall_note = began
 
     def show() -> None:
         nonlocal period_start, period_frames, pending
         now = time.monotonic()
         index, (w, h), boxes, bright, ms = pending
         snap = Snapshot(index, w, h, boxes, bright, period_frames / max(now - period_start, 1e-6), ms)
-        tips = advice(snap, settings.min_group_size)
+        tips = advice(snap, settings.min_group_size, settings.fps)
         summary.add_refresh(tips)
         if as_lines:
             print(json.dumps(as_json(snap, tips)), file=out, flush=True)
@@ -298,15 +320,30 @@ def run_aim(settings: Settings, as_lines: bool = False, out: TextIO | None = Non
             print(("\x1b[H\x1b[J" if live_view else "") + render(snap, tips, name) + "\n", file=out, flush=True)
         period_start, period_frames, pending = now, 0, None
 
+    stop = threading.Event()
+    # Ctrl-C (and SIGTERM) set a flag the loop checks: an exception raised at an arbitrary
+    # point could land inside the capture worker's start-up.
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        source.open()
-        while True:
-            frame = source.read()
-            if frame is None:
-                if describe(settings.source) != "file":
-                    print(f"roompulse aim: {name} stopped delivering frames", file=sys.stderr)
-                    code = 1
+        capture.start()
+        while not stop.is_set():
+            now = time.monotonic()
+            stalled = capture.supervise(now)
+            if capture.crashed is not None:
+                raise RuntimeError(f"capture failed: {capture.crashed!r}")
+            if capture.finished:
                 break
+            frame = capture.next_frame(0.2)
+            if frame is None:
+                if stalled and now - last_stall_note >= refresh_s:
+                    last_stall_note = now
+                    note = {"advice": [{"code": "no_picture", "text": f"no new picture from {name}: "
+                                        "check the camera and its cable or network; re-opening it"}]}
+                    print(json.dumps(note) if as_lines else f"roompulse aim: {note['advice'][0]['text']}",
+                          file=out, flush=True)
+                continue
+            if period_frames == 0 and pending is None and last_shown_stamp is None:
+                period_start = time.monotonic()  # the rate counts from the first frame, not the open
             faces = analyzer.faces(frame.rgb)
             boxes = tuple(tuple(float(v) for v in f.detection.box) for f in faces)
             bright = brightness(frame.rgb)
@@ -320,13 +357,13 @@ def run_aim(settings: Settings, as_lines: bool = False, out: TextIO | None = Non
                 show()
         if pending is not None:
             show()
-    except KeyboardInterrupt:
-        pass
     finally:
-        source.close()
+        capture.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     paragraph = summary.paragraph(name, time.monotonic() - began, settings.min_group_size)
     if as_lines:
         print(json.dumps({"summary": paragraph}), file=out, flush=True)
     else:
         print(paragraph, file=out, flush=True)
-    return code
+    return 0

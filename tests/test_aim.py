@@ -119,3 +119,24 @@ def test_ctrl_c_on_a_looped_clip_ends_with_the_summary():
     summary = json.loads(rest.splitlines()[-1])["summary"]
     assert summary.startswith(f"Aimed at {CLASSROOM}") and "median 4" in summary
     assert "Traceback" not in err
+
+
+def test_a_camera_that_delivers_nothing_is_reported_in_the_view():
+    import signal
+
+    from conftest import free_port
+
+    url = f"rtsp://127.0.0.1:{free_port()}/stream"  # nothing listens: every open is refused
+    proc = subprocess.Popen([sys.executable, "-m", "device", "aim", "--json", "--source", url], cwd=ROOT,
+                            env=clean_env(**MODEL, ROOMPULSE_STALL_S="1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        note = json.loads(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert note["advice"][0]["code"] == "no_picture" and url in note["advice"][0]["text"]
+    assert proc.returncode == 0, err
+    assert "no frame was analysed" in json.loads(rest.splitlines()[-1])["summary"]
+    assert "Connection refused" in err and "re-opening in" in err  # the capture worker's own log line
