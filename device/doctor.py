@@ -84,7 +84,7 @@ def check_model(settings: Settings) -> tuple[list[Check], object | None]:
     """Model files against the manifest, self-test, accelerator. Returns the checks and the analyzer."""
     from device.models import ModelError, select, verify
     from device.pipeline import build_analyzer
-    from device.runtime import RuntimeUnavailable
+    from device.runtime import AcceleratorUnavailable, RuntimeUnavailable
     from device.selftest import SelfTestError
 
     try:
@@ -99,6 +99,9 @@ def check_model(settings: Settings) -> tuple[list[Check], object | None]:
     except SelfTestError as exc:
         return checks + [Check(FAIL, "self-test", str(exc), "restore the models ('git checkout -- models/') "
                                                             "or use ROOMPULSE_ACCELERATOR=cpu")], None
+    except AcceleratorUnavailable as exc:
+        return checks + [Check(FAIL, "accelerator", str(exc), "attach the Edge TPU and install libedgetpu1-std, "
+                                                              "or set ROOMPULSE_ACCELERATOR=auto or cpu")], None
     except (ModelError, RuntimeUnavailable, ValueError) as exc:
         return checks + [Check(FAIL, "self-test", str(exc), "see the message; models/README.md")], None
     checks.append(Check(OK, "self-test", "model ran on models/selftest.png and gave the stored result"))

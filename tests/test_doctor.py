@@ -152,3 +152,11 @@ def test_everything_passes_over_tls_with_a_password_and_the_publish_is_acknowled
     assert no_ca == 1 and failing(no_ca_checks) == ["broker login"], no_ca_out
     assert f"localhost:{broker.tls_port} is a TLS listener and no ROOMPULSE_MQTT_TLS_CA is set" in no_ca_out
     print("\nFIGURE doctor all pass:\n" + out)
+
+
+def test_an_edge_tpu_that_cannot_run_fails_the_accelerator_line(tmp_path):
+    (tmp_path / "state").mkdir()
+    code, checks, out = doctor(unit_env(tmp_path / "state", ROOMPULSE_ACCELERATOR="edgetpu"))
+    assert code == 1 and failing(checks) == ["accelerator"], out
+    assert "ROOMPULSE_ACCELERATOR=edgetpu cannot run" in checks["accelerator"][1]
+    assert "libedgetpu.so.1" in checks["accelerator"][1] and "fix: attach the Edge TPU" in checks["accelerator"][1]
