@@ -1,4 +1,4 @@
-"""The ``roompulse`` command: ``run``, ``analyze``, ``check-config``.
+"""The ``roompulse`` command: ``run``, ``aim``, ``doctor``, ``analyze``, ``check-config``, ``privacy-report``.
 
 Exit codes: 0 success; 1 a runtime failure (model, source, state) with a one-line
 message; 2 bad command-line usage; 78 invalid configuration (EX_CONFIG), including a
@@ -33,19 +33,64 @@ from device.state import StateError
 log = logging.getLogger("roompulse")
 
 
+# (name, one-line description, example) of every subcommand, for --help.
+COMMANDS = {
+    "run": ("the service: camera -> counts per window -> MQTT (or stdout)", "roompulse run --source /dev/video0"),
+    "aim": ("live terminal view for aiming the camera: faces, where, how wide, advice; nothing is stored",
+            "roompulse aim --source rtsp://camera/stream"),
+    "doctor": ("check every precondition (model, camera, state, broker, clock), one line each; exit 0 when all pass",
+               "roompulse --env-file /etc/roompulse/roompulse.env doctor"),
+    "check-config": ("validate the settings and print them, secrets masked", "roompulse check-config"),
+    "analyze": ("detect faces in image or video files, one JSON line per frame; publishes nothing",
+                "roompulse analyze classroom.mp4"),
+    "privacy-report": ("what leaves the device, what is stored, what is never collected",
+                       "roompulse privacy-report"),
+    "dashboard": ("serve the multi-room dashboard (a separate subscriber process, not on the unit)",
+                  "roompulse dashboard --listen 127.0.0.1:8080"),
+}
+
+
+def _epilog() -> str:
+    lines = ["commands:"]
+    for name, (text, example) in COMMANDS.items():
+        lines += [f"  {name:<15} {text}", f"  {'':<15}   e.g. {example}"]
+    lines += ["", "Global options (--env-file) may come before or after the command;",
+              "'roompulse COMMAND --help' describes each command.",
+              "Exit codes: 0 success, 1 runtime failure, 2 usage, 78 invalid configuration."]
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roompulse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="roompulse", description="RoomPulse classroom sensor: counts faces and head orientation, "
+        "publishes group numbers over MQTT.", epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"roompulse {__version__}")
-    parser.add_argument("--env-file", type=Path, default=None,
-                        help="ROOMPULSE_* settings file (default /etc/roompulse/roompulse.env when it exists)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the service: source -> aggregates -> MQTT/stdout")
+    env_help = "ROOMPULSE_* settings file (default /etc/roompulse/roompulse.env when it exists)"
+    parser.add_argument("--env-file", type=Path, default=None, help=env_help)
+    # The same option on every subcommand, so it also works after the command name; SUPPRESS
+    # keeps a value given before the command when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, help=env_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below")
+
+    def add(name: str) -> argparse.ArgumentParser:
+        text, example = COMMANDS[name]
+        return sub.add_parser(name, parents=[common], description=f"{text}.",
+                              epilog=f"example: {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = add("run")
     run.add_argument("--source", help="overrides ROOMPULSE_SOURCE")
-    analyze = sub.add_parser("analyze", help="detect faces in image/video files; JSON lines on stdout, publishes nothing")
+    aim = add("aim")
+    aim.add_argument("--source", help="overrides ROOMPULSE_SOURCE")
+    aim.add_argument("--json", action="store_true", help="one JSON object per refresh instead of the text view")
+    doctor = add("doctor")
+    doctor.add_argument("--source", help="overrides ROOMPULSE_SOURCE")
+    analyze = add("analyze")
     analyze.add_argument("paths", nargs="+", type=Path)
-    sub.add_parser("check-config", help="validate the configuration and print it with secrets masked")
-    sub.add_parser("privacy-report", help="print what leaves the device, what is stored, what is never collected")
-    dashboard = sub.add_parser("dashboard", help="serve the multi-room dashboard (a separate subscriber process)")
+    add("check-config")
+    add("privacy-report")
+    dashboard = add("dashboard")
     dashboard.add_argument("--listen", metavar="HOST:PORT",
                            help="overrides ROOMPULSE_DASHBOARD_LISTEN (default 127.0.0.1:8080)")
     return parser
@@ -98,8 +143,15 @@ def cmd_run(settings: Settings) -> int:
         state.close()
 
 
-def cmd_check_config(settings: Settings) -> int:
-    for name, value in settings.masked().items():
+def cmd_check_config(settings: Settings, env_file: Path | None = None) -> int:
+    """Print the settings in force, one ``VARIABLE=value`` line each, secrets masked; values
+    derived from others (port, client id, topic prefix) are shown as they apply. The env
+    file read goes to stderr, so stdout stays ``VARIABLE=value`` lines."""
+    print(f"roompulse: settings from {env_file or 'the environment and defaults (no env file)'}", file=sys.stderr)
+    shown = settings.masked()
+    shown.update({"ROOMPULSE_MQTT_PORT": str(settings.port), "ROOMPULSE_MQTT_CLIENT_ID": settings.client_id,
+                  "ROOMPULSE_TOPIC_PREFIX": settings.prefix})
+    for name, value in shown.items():
         print(f"{name}={value}")
     return 0
 
@@ -125,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dashboard":
         return cmd_dashboard(args.env_file, args.listen)
     overrides = {"source": args.source} if getattr(args, "source", None) else {}
+    if args.command == "doctor":  # reports an invalid configuration as one of its lines
+        from device.doctor import run_doctor
+
+        configure_logging("INFO")
+        return run_doctor(args.env_file, sys.stdout, overrides)
     try:
         settings = load_settings(args.env_file, **overrides)
     except ConfigError as exc:
@@ -141,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "analyze":
             return cmd_analyze(settings, args.paths)
         if args.command == "check-config":
-            return cmd_check_config(settings)
+            return cmd_check_config(settings, env_file)
+        if args.command == "aim":
+            from device.aim import run_aim
+
+            return run_aim(settings, as_lines=args.json)
         if args.command == "privacy-report":
             from device.privacy import report
 
@@ -154,3 +215,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before aim's loop (model loading, opening the camera)
+        return 130

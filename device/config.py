@@ -10,6 +10,7 @@ variable and what it accepts.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 import socket
@@ -48,15 +49,43 @@ def _hostname() -> str:
     return socket.gethostname().split(".")[0] or "roompulse"
 
 
+MACHINE_ID = Path("/etc/machine-id")
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def suggest_device_id(value: str) -> str:
+    """A valid unit name close to ``value``: lower case, every run of other characters made one
+    ``-`` (``"Room 101"`` -> ``"room-101"``, ``"r101.school"`` -> ``"r101-school"``), at most 64."""
+    return re.sub(r"[^a-z0-9_-]+", "-", value.strip().lower()).strip("-")[:64] or "roompulse"
+
+
+def default_device_id(machine_id: Path = MACHINE_ID) -> str:
+    """The host name plus 6 hex digits derived from ``/etc/machine-id``, e.g. ``raspberrypi-3f9a1c``.
+
+    Every stock Raspberry Pi OS image is called ``raspberrypi``; the suffix keeps units apart
+    (topics, client id). It is a hash of the machine id, not the id itself (machine-id(5):
+    do not expose it). Without a readable machine id: the host name alone.
+    """
+    host = suggest_device_id(_hostname())[:57]
+    try:
+        ident = machine_id.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        ident = ""
+    if not ident:
+        return host
+    return f"{host}-{hashlib.sha256(b'roompulse:' + ident.encode()).hexdigest()[:6]}"
+
+
 class Settings(BaseSettings):
     """Every setting of the appliance; the field name upper-cased and prefixed is the variable."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False, validate_default=True
+        env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False, validate_default=True,
+        env_ignore_empty=True,  # VARIABLE= (as in the example file) means the default
     )
 
-    device_id: str = Field(default_factory=_hostname, pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                           description="unit name used in topics and the MQTT client id")
+    device_id: str = Field(default_factory=default_device_id, pattern=DEVICE_ID_PATTERN,
+                           description="unit name used in topics and the MQTT client id (letters, digits, - and _)")
     source: str = Field("picamera2", min_length=1,
                         description="picamera2, a V4L2 index or /dev/video path, an rtsp:// or http:// URL, or a file")
     source_loop: bool = Field(False, description="repeat a file source forever (demos, soak tests)")
@@ -110,6 +139,14 @@ class Settings(BaseSettings):
     ha_discovery: bool = Field(True, description="announce Home Assistant MQTT discovery")
     ha_prefix: str = Field("homeassistant", min_length=1, description="Home Assistant discovery prefix")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @field_validator("device_id", mode="before")
+    @classmethod
+    def _suggest_name(cls, value):
+        if isinstance(value, str) and not re.match(DEVICE_ID_PATTERN, value):
+            raise ValueError(f"'{value}' is not a unit name (letters, digits, - and _, at most 64 characters); "
+                             f"use '{suggest_device_id(value)}'")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -215,7 +252,11 @@ def _describe(error: dict) -> str:
     name = ENV_PREFIX + str(loc[0]).upper() if loc else "configuration"
     field = Settings.model_fields.get(str(loc[0])) if loc else None
     meaning = f" ({field.description})" if field and field.description else ""
-    return f"{name}{meaning}: {error['msg']}"
+    shown = ""
+    if loc and not isinstance(error.get("input"), dict):  # repeat the bad value, secrets masked
+        secret = field is not None and field.annotation in (SecretStr, SecretStr | None)
+        shown = "=***" if secret else "=" + repr(redact_url(str(error.get("input"))))
+    return f"{name}{shown}{meaning}: {error['msg']}"
 
 
 def unknown_variables(env_file: Path | None = None) -> list[str]:

@@ -11,14 +11,15 @@ from device.config import ENV_PREFIX, Settings  # noqa: E402
 
 # Defaults that depend on other settings or the host, said in words.
 SPOKEN = {
-    "device_id": "host name",
+    "device_id": "host name and 6 hex digits derived from /etc/machine-id, e.g. raspberrypi-3f9a1c",
     "topic_prefix": "roompulse/<device_id>",
     "mqtt_port": "1883, or 8883 with TLS",
 }
 
 HEADER = """\
 # RoomPulse settings. Copy to /etc/roompulse/roompulse.env (mode 0640, root:roompulse).
-# Every variable is optional; a commented-out line shows the default.
+# Every variable is optional; a commented-out line shows the default, and an empty value
+# (VARIABLE=) means the default too.
 # An invalid value stops the service with exit code 78 and a message naming the variable.
 # Check with: roompulse --env-file /etc/roompulse/roompulse.env check-config
 """

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install RoomPulse as a systemd service on Raspberry Pi OS (Bookworm or Trixie).
 #
-#   sudo scripts/install-pi.sh            install or update (safe to run again)
-#   scripts/install-pi.sh --dry-run       print every step, change nothing (no root needed)
+#   sudo scripts/install-pi.sh                      install or update (safe to run again)
+#   sudo scripts/install-pi.sh --device-id room-101  ... and name the unit in a new env file
+#   scripts/install-pi.sh --dry-run                 print every step, change nothing (no root needed)
 #
 # What it does, in order:
 #   1. apt packages: python3-venv, python3-picamera2 (the Pi camera, from Raspberry Pi OS's
@@ -11,9 +12,13 @@
 #   3. copies this checkout to /opt/roompulse/src and makes /opt/roompulse/venv with
 #      --system-site-packages (picamera2 and libcamera come from apt, not PyPI), then
 #      installs RoomPulse into it (editable: the models live in src/models);
-#   4. verifies the committed models against models/manifest.json (sha256);
-#   5. /etc/roompulse/roompulse.env from the example (never overwrites an existing one);
-#   6. installs systemd/roompulse.service, enables it and (re)starts it.
+#   4. the models come with the checkout; step 7 checks them (sha256, self-test);
+#   5. /etc/roompulse/roompulse.env from the example (never overwrites an existing one),
+#      with ROOMPULSE_DEVICE_ID set when --device-id is given; /var/lib/roompulse;
+#   6. installs systemd/roompulse.service and enables it;
+#   7. runs 'roompulse doctor' as the service user and starts the service only when the env
+#      file differs from the example (it was edited) and the doctor passes; otherwise it
+#      says what to do and how to start the service later.
 set -euo pipefail
 
 PREFIX=/opt/roompulse
@@ -24,16 +29,25 @@ APT_PACKAGES=(python3-venv python3-picamera2 mosquitto-clients)
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 DRY_RUN=0
+DEVICE_ID=
 usage() {
-  sed -n '2,17s/^# \{0,1\}//p' "$0"
+  sed -n '2,23s/^# \{0,1\}//p' "$0"
 }
-for arg in "$@"; do
-  case "$arg" in
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dry-run | -n) DRY_RUN=1 ;;
+    --device-id) DEVICE_ID=${2:-}; shift ;;
+    --device-id=*) DEVICE_ID=${1#--device-id=} ;;
     --help | -h) usage; exit 0 ;;
-    *) echo "install-pi.sh: unknown option '$arg' (use --dry-run or --help)" >&2; exit 2 ;;
+    *) echo "install-pi.sh: unknown option '$1' (use --dry-run, --device-id NAME or --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+if [ -n "$DEVICE_ID" ] && ! [[ "$DEVICE_ID" =~ ^[A-Za-z0-9_-]{1,64}$ ]]; then
+  suggestion=$(printf '%s' "$DEVICE_ID" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9_-]+/-/g; s/^-+//; s/-+$//')
+  echo "install-pi.sh: '$DEVICE_ID' is not a unit name (letters, digits, - and _); use '$suggestion'" >&2
+  exit 2
+fi
 
 step() { printf '\n== %s\n' "$*"; }
 # run CMD...: print the command; execute it unless --dry-run.
@@ -66,18 +80,23 @@ esac
 
 step "1. apt packages: ${APT_PACKAGES[*]}"
 missing=()
+skipped=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" && continue
   if [ "$pkg" = python3-picamera2 ] && ! apt-cache show "$pkg" >/dev/null 2>&1; then
     note "$pkg is not in this system's apt sources (not Raspberry Pi OS?): skipped;"
     note "USB, RTSP/HTTP and file sources still work, ROOMPULSE_SOURCE=picamera2 will not"
+    skipped+=("$pkg")
     continue
   fi
   missing+=("$pkg")
 done
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ ${#skipped[@]} -eq 0 ]; then
   note "all installed"
+elif [ ${#missing[@]} -eq 0 ]; then
+  note "nothing to install; NOT installed: ${skipped[*]}"
 else
+  [ ${#skipped[@]} -eq 0 ] || note "NOT installed: ${skipped[*]}"
   run apt-get update
   run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
@@ -112,8 +131,8 @@ run "$PREFIX/venv/bin/python" -m pip install --quiet --editable "$PREFIX/src"
 # The service cannot write bytecode (ProtectSystem=strict): compile it once here.
 run "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/src/device"
 
-step "4. models (committed, sha256-checked)"
-run "$PREFIX/venv/bin/python" -c "from device.models import verify_all; print(len(verify_all()), 'model files verified')"
+step "4. models"
+note "committed in the checkout (models/manifest.json); step 7 checks their sha256 and self-test"
 
 step "5. settings in $CONF_DIR (root:$SERVICE_USER, 0640)"
 run install -d -m 0750 -o root -g "$SERVICE_USER" "$CONF_DIR"
@@ -124,17 +143,46 @@ if [ -e "$CONF_DIR/roompulse.env" ]; then
 else
   run install -m 0640 -o root -g "$SERVICE_USER" "$SRC_DIR/systemd/roompulse.env.example" \
     "$CONF_DIR/roompulse.env"
+  if [ -n "$DEVICE_ID" ]; then
+    run sed -i "s/^#ROOMPULSE_DEVICE_ID=.*/ROOMPULSE_DEVICE_ID=$DEVICE_ID/" "$CONF_DIR/roompulse.env"
+  fi
 fi
+# systemd's StateDirectory= makes it at the first start; the doctor needs it before that.
+run install -d -m 0750 -o "$SERVICE_USER" -g "$SERVICE_USER" /var/lib/roompulse
 
 step "6. systemd unit"
 run install -m 0644 "$SRC_DIR/systemd/roompulse.service" "$UNIT_DIR/roompulse.service"
 run systemctl daemon-reload
 run systemctl enable roompulse.service
-run systemctl restart roompulse.service
+
+step "7. roompulse doctor (as $SERVICE_USER), then start"
+DOCTOR=(runuser -u "$SERVICE_USER" -- "$PREFIX/venv/bin/roompulse" --env-file "$CONF_DIR/roompulse.env" doctor)
+START_LATER="sudo ${DOCTOR[*]} && sudo systemctl restart roompulse"
+if [ "$DRY_RUN" -eq 1 ]; then
+  printf '+ systemctl stop roompulse.service   (when running: the doctor opens the camera)\n'
+  printf '+ %s\n' "${DOCTOR[*]}"
+  note "the service is started only when $CONF_DIR/roompulse.env was edited and the doctor passes"
+else
+  systemctl is-active --quiet roompulse.service && run systemctl stop roompulse.service
+  doctor_ok=0
+  run "${DOCTOR[@]}" && doctor_ok=1
+  if cmp -s "$SRC_DIR/systemd/roompulse.env.example" "$CONF_DIR/roompulse.env"; then
+    note "NOT started: $CONF_DIR/roompulse.env is still the example; edit it (ROOMPULSE_MQTT_HOST,"
+    note "ROOMPULSE_DEVICE_ID, ROOMPULSE_SOURCE), then start the service with:"
+    note "  $START_LATER"
+  elif [ "$doctor_ok" -eq 0 ]; then
+    note "NOT started: the doctor found FAIL lines above; fix them, then start the service with:"
+    note "  $START_LATER"
+  else
+    run systemctl restart roompulse.service
+  fi
+fi
 
 step "done"
-note "edit $CONF_DIR/roompulse.env (ROOMPULSE_MQTT_HOST, ROOMPULSE_DEVICE_ID, ...), then:"
-note "  sudo systemctl restart roompulse"
+note "aim the camera:  sudo systemctl stop roompulse && sudo -u $SERVICE_USER $PREFIX/venv/bin/roompulse \\"
+note "                   --env-file $CONF_DIR/roompulse.env aim      # Ctrl-C ends it; then start the service"
+note "after editing $CONF_DIR/roompulse.env:"
+note "  $START_LATER"
 note "  journalctl -u roompulse -f          # logs"
 note "  systemctl status roompulse          # state, watchdog"
 note "  mosquitto_sub -h BROKER -t 'roompulse/#' -v"

@@ -35,11 +35,29 @@ def test_installer_dry_run_prints_the_whole_plan_and_changes_nothing():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for expected in ("dry run: nothing is changed", "python3 -m venv --system-site-packages /opt/roompulse/venv",
-                     "pip install --quiet --editable /opt/roompulse/src", "verify_all()",
+                     "pip install --quiet --editable /opt/roompulse/src",
                      "/etc/roompulse/roompulse.env", "/etc/systemd/system/roompulse.service",
-                     "systemctl enable roompulse.service"):
+                     "systemctl enable roompulse.service",
+                     "runuser -u roompulse -- /opt/roompulse/venv/bin/roompulse --env-file "
+                     "/etc/roompulse/roompulse.env doctor",
+                     "started only when /etc/roompulse/roompulse.env was edited and the doctor passes"):
         assert expected in out, expected
+    # nothing is started before the env file is edited and the doctor passes
+    assert "+ systemctl restart roompulse.service" not in out and "+ systemctl start" not in out
+    if "python3-picamera2 is not in this system's apt sources" in out:
+        assert "all installed" not in out and "NOT installed: python3-picamera2" in out
     assert [line for line in out.splitlines() if line.startswith("== ")][-1] == "== done"
+
+
+def test_installer_refuses_a_device_id_with_a_suggestion():
+    result = subprocess.run([str(ROOT / "scripts/install-pi.sh"), "--dry-run", "--device-id", "Room 101"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "use 'room-101'" in result.stderr
+    named = subprocess.run([str(ROOT / "scripts/install-pi.sh"), "--dry-run", "--device-id", "room-101"],
+                           capture_output=True, text=True, timeout=60)
+    assert named.returncode == 0, named.stderr
+    kept = "/etc/roompulse/roompulse.env exists: kept as it is" in named.stdout
+    assert kept or "+ sed -i s/^#ROOMPULSE_DEVICE_ID=.*/ROOMPULSE_DEVICE_ID=room-101/" in named.stdout
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
