@@ -144,7 +144,10 @@ def build_analyzer(settings: Settings, directory: Path = MODELS_DIR, manifest: P
     """
     loader = ModelLoader(select(settings.model, manifest), settings.accelerator, settings.threads, directory)
     detector = YuNetDetector(loader.sizes, loader, settings.min_score)
-    # Load now the model the configured camera size needs, so a broken model or accelerator
-    # stops start-up; other frame sizes (files, streams) load theirs at their first frame.
-    detector.model_for(detector.placement(*settings.camera_wh).model_size)
+    # Load and self-test a model now, so a broken model, runtime or accelerator stops start-up:
+    # for the Pi camera the one its ROOMPULSE_CAMERA_SIZE needs; for files and streams, whose
+    # size is known only at their first frame, the smallest (it is replaced, not kept beside
+    # the right one, when the first frame needs another size).
+    camera = settings.source == "picamera2"
+    detector.model_for(detector.placement(*settings.camera_wh).model_size if camera else loader.sizes[0])
     return Analyzer(detector, settings.yaw_limit_deg, settings.pitch_limit_deg, loader.accelerator)
