@@ -1,29 +1,36 @@
-"""Head orientation (yaw, pitch, roll) from YuNet's five landmarks.
+"""Head orientation (yaw, pitch, roll) from YuNet's five landmarks, and how sure it is.
 
-Geometry. The head is treated as a rigid body seen by a distant camera (weak
-perspective), after removing roll by rotating the keypoints so the eye line is level.
+Geometry. The head is treated as a rigid body seen by a distant camera (weak perspective).
+Roll is the in-image angle of the eye line; the keypoints are rotated by -roll so the eye
+line is level, and in that frame, with ``half_span`` half the eye-to-eye distance:
 
-* **Yaw.** The two eyes sit on a level axis; the nose tip stands ``NOSE_AHEAD_OF_EYES``
-  in front of it, ``HALF_EYE_SPAN`` being half the distance between the eyes. Turning the
-  head by ``yaw`` shortens the projected eye span to ``2 * HALF_EYE_SPAN * cos(yaw)`` and
-  moves the nose tip sideways by ``NOSE_AHEAD_OF_EYES * sin(yaw)`` from the eye midpoint, so
-  ``tan(yaw) = (offset / half_eye_span) * HALF_EYE_SPAN / NOSE_AHEAD_OF_EYES``.
-* **Pitch.** Eyes and mouth (the midpoint of the two mouth corners) lie near one plane; the nose tip stands ``NOSE_PROTRUSION``
-  (as a fraction of the eye-to-mouth distance) in front of it. For a level head the nose
-  tip projects at ``NOSE_HEIGHT`` of the way from the eye line down to the mouth; raising
-  the chin by ``pitch`` moves it up by ``NOSE_PROTRUSION * tan(pitch)`` of that distance.
+* ``nose`` = horizontal offset of the nose tip from the eye midpoint / ``half_span``, > 0
+  toward the image's left. Turning the head by ``yaw`` moves the nose tip, which stands
+  ``N`` in front of the eyes, sideways by ``N sin(yaw)`` while the eye span ``2E`` shrinks to
+  ``2E cos(yaw)``, so ``tan(yaw) = YAW_GAIN * nose`` with ``YAW_GAIN = E / N``.
+* ``height`` = vertical position of the nose tip between the eye line (0) and the mouth
+  midpoint (1). Raising the chin by ``pitch`` moves the protruding nose tip up by
+  ``NOSE_PROTRUSION * tan(pitch)`` of the eye-to-mouth distance:
+  ``tan(pitch) = (NOSE_HEIGHT - height) / NOSE_PROTRUSION``.
 
-Constants are rounded adult averages, not fitted to this model; individual faces vary by
-roughly +-20 %, which limits any single estimate to about +-10 degrees near frontal:
+Constants. Fitted by least squares (in degrees) to a 3D reference: the head pose of
+MediaPipe's 468-point face mesh (``scripts/reference_pose.py``, dev/test only) on the faces
+of the head-pose clips (frames with ``index % 3 != 2``; the others are held out) and the
+walking-and-pause clip that are at least 30 px wide; the classroom clip is never used.
+``scripts/orientation_eval.py`` refits them and prints the figures:
 
-* interpupillary distance about 6.3 cm -> ``HALF_EYE_SPAN = 3.15`` cm (adult mean in
-  Dodgson, "Variation and extrema of human interpupillary distance", SPIE 2004);
-* nose tip about 2.5 cm in front of the eyes -> ``NOSE_AHEAD_OF_EYES = 2.5`` cm;
-* eye line to mouth centre about 6.5 cm, nose tip about 3.8 cm below the eye line and
-  about 2.9 cm in front of the eye-mouth plane -> ``NOSE_HEIGHT = 0.58`` and
-  ``NOSE_PROTRUSION = 0.45`` (facial-proportion norms as tabulated by Farkas,
-  Anthropometry of the Head and Face, 1994). ``NOSE_HEIGHT`` was checked against the
-  frontal faces of skimage's astronaut image and the head-pose clips (pitch near 0).
+* ``YAW_GAIN`` = FIT_YAW_GAIN (before issue 11: 3.15 / 2.5 = 1.26, from a 6.3 cm
+  interpupillary distance and a nose tip 2.5 cm in front of the eyes);
+* ``NOSE_HEIGHT`` = FIT_NOSE_HEIGHT (before: 0.58, Farkas' facial-proportion norms);
+* ``NOSE_PROTRUSION`` = FIT_NOSE_PROTRUSION (before: 0.45).
+
+Uncertainty. The keypoints of a small face are noisy: the error against the reference,
+measured on downscaled copies of the same frames (``orientation_eval.py``, "error versus
+face size"), grows like ``1 / width``; :func:`angle_error` is that fit, ``sqrt(floor^2 +
+(scale / width)^2)`` degrees (``YAW_ERROR`` and ``PITCH_ERROR``). A face is *called* facing front
+or not only when its estimate is at least ``CALL_MARGIN`` times that error away from a
+limit (:func:`call`); otherwise its facing-front decision is ``None`` and the window
+aggregate leaves it out of the share (README, "What is measured").
 """
 
 from __future__ import annotations
@@ -44,24 +51,31 @@ from device.types import (
     HeadPose,
 )
 
-HALF_EYE_SPAN = 3.15  # cm
-NOSE_AHEAD_OF_EYES = 2.5  # cm
-NOSE_HEIGHT = 0.58  # fraction of eye-line-to-mouth distance
-NOSE_PROTRUSION = 0.45  # fraction of eye-line-to-mouth distance
+YAW_GAIN = 0.7826  # tan(yaw) per unit nose offset (half eye spans): E / N
+NOSE_HEIGHT = 0.6227  # nose tip height, fraction of eye-line-to-mouth distance, level head
+NOSE_PROTRUSION = 0.5465  # nose tip protrusion, same unit
+
+# Error model (degrees, face width in pixels): sqrt(floor^2 + (scale / width)^2).
+YAW_ERROR = (2.93, 90.0)
+PITCH_ERROR = (6.26, 68.3)
+CALL_MARGIN = 1.0  # errors between an estimate and a limit needed to call it
 
 # Facing-front limits, degrees (DESIGN.md defaults).
 YAW_LIMIT_DEG = 30.0
 PITCH_LIMIT_DEG = 25.0
 
 
-def head_pose(keypoints: np.ndarray) -> HeadPose:
-    """Estimate yaw, pitch and roll.
+def pose_features(keypoints: np.ndarray) -> tuple[float, float, float]:
+    """The level-frame measurements the pose is computed from.
 
     Args:
         keypoints: float (5, 2) ``(x, y)`` in pixels, YuNet order (:mod:`device.types`).
 
     Returns:
-        The pose in degrees; sign conventions in :class:`device.types.HeadPose`.
+        ``(roll_rad, nose, height)``: roll of the eye line in radians (> 0 clockwise in the
+        image); nose-tip offset from the eye midpoint in half eye spans (> 0 toward the
+        image's left); nose height between eye line (0) and mouth midpoint (1), ``nan`` when
+        the mouth is not below the eyes.
 
     Raises:
         ValueError: when ``keypoints`` is not (5, 2) or the eyes coincide.
@@ -75,20 +89,44 @@ def head_pose(keypoints: np.ndarray) -> HeadPose:
     roll = math.atan2(eye_vec[1], eye_vec[0])
     cos_r, sin_r = math.cos(-roll), math.sin(-roll)
     level = (kp - kp.mean(axis=0)) @ np.array([[cos_r, sin_r], [-sin_r, cos_r]])
-
     eye_mid = (level[RIGHT_EYE] + level[LEFT_EYE]) / 2.0
+    mouth_mid = (level[RIGHT_MOUTH] + level[LEFT_MOUTH]) / 2.0
     half_span = max(abs(level[LEFT_EYE, 0] - level[RIGHT_EYE, 0]) / 2.0, 1e-6)
     # Nose toward the image's left (negative x) = face turned to the person's right = yaw > 0.
-    ratio = -(level[NOSE_TIP, 0] - eye_mid[0]) / half_span
-    yaw = math.atan(ratio * HALF_EYE_SPAN / NOSE_AHEAD_OF_EYES)
+    nose = -(level[NOSE_TIP, 0] - eye_mid[0]) / half_span
+    span = mouth_mid[1] - eye_mid[1]
+    height = (level[NOSE_TIP, 1] - eye_mid[1]) / span if span > 0 else math.nan
+    return roll, nose, height
 
-    span = (level[RIGHT_MOUTH, 1] + level[LEFT_MOUTH, 1]) / 2.0 - eye_mid[1]
-    if span <= 0:
-        pitch = 0.0
-    else:
-        height = (level[NOSE_TIP, 1] - eye_mid[1]) / span
-        pitch = math.atan((NOSE_HEIGHT - height) / NOSE_PROTRUSION)
+
+def head_pose(keypoints: np.ndarray) -> HeadPose:
+    """Estimate yaw, pitch and roll.
+
+    Args:
+        keypoints: float (5, 2) ``(x, y)`` in pixels, YuNet order (:mod:`device.types`).
+
+    Returns:
+        The pose in degrees; sign conventions in :class:`device.types.HeadPose`. Pitch is 0
+        when the mouth is not below the eye line (a degenerate detection).
+
+    Raises:
+        ValueError: when ``keypoints`` is not (5, 2) or the eyes coincide.
+    """
+    roll, nose, height = pose_features(keypoints)
+    yaw = math.atan(YAW_GAIN * nose)
+    pitch = 0.0 if math.isnan(height) else math.atan((NOSE_HEIGHT - height) / NOSE_PROTRUSION)
     return HeadPose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
+
+
+def angle_error(width: float, model: tuple[float, float]) -> float:
+    """Typical error (degrees) of an angle estimated on a face ``width`` pixels wide.
+
+    Args:
+        width: the detection box width, pixels (> 0).
+        model: ``(floor, scale)``: ``YAW_ERROR`` or ``PITCH_ERROR``.
+    """
+    floor, scale = model
+    return math.hypot(floor, scale / max(width, 1e-6))
 
 
 def is_facing_front(pose: HeadPose, yaw_limit: float = YAW_LIMIT_DEG, pitch_limit: float = PITCH_LIMIT_DEG) -> bool:
@@ -96,7 +134,30 @@ def is_facing_front(pose: HeadPose, yaw_limit: float = YAW_LIMIT_DEG, pitch_limi
     return abs(pose.yaw_deg) <= yaw_limit and abs(pose.pitch_deg) <= pitch_limit
 
 
+def call(pose: HeadPose, width: float, yaw_limit: float = YAW_LIMIT_DEG,
+         pitch_limit: float = PITCH_LIMIT_DEG, margin: float = CALL_MARGIN) -> bool | None:
+    """The facing-front decision, or None when the face is too uncertain to call.
+
+    Facing front is called when both angles are inside their limits by at least ``margin``
+    times their expected error at this face width; not facing front when either angle is
+    outside its limit by that much; anything in between is ``None``.
+
+    Args:
+        pose: the estimate; width: the face's box width in pixels; limits in degrees.
+    """
+    yaw_m = margin * angle_error(width, YAW_ERROR)
+    pitch_m = margin * angle_error(width, PITCH_ERROR)
+    yaw, pitch = abs(pose.yaw_deg), abs(pose.pitch_deg)
+    if yaw >= yaw_limit + yaw_m or pitch >= pitch_limit + pitch_m:
+        return False
+    if yaw <= yaw_limit - yaw_m and pitch <= pitch_limit - pitch_m:
+        return True
+    return None
+
+
 def orient(detection: Detection, yaw_limit: float = YAW_LIMIT_DEG, pitch_limit: float = PITCH_LIMIT_DEG) -> Face:
-    """A :class:`Face` from a detection, with its pose and facing-front decision."""
+    """A :class:`Face` from a detection: its pose, the facing-front decision on the estimate,
+    and whether that decision can be called at this face size (:func:`call`)."""
     pose = head_pose(detection.keypoints)
-    return Face(detection, pose, is_facing_front(pose, yaw_limit, pitch_limit))
+    called = call(pose, detection.width, yaw_limit, pitch_limit)
+    return Face(detection, pose, is_facing_front(pose, yaw_limit, pitch_limit), called is not None)

@@ -34,7 +34,7 @@ from device.sources import describe, make_source
 from device.state import StateStore
 from device.supervisor import Capture
 from device.systemd_notify import Notifier, Watchdog
-from device.types import Frame
+from device.types import Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Service:
         self._inference_ms.clear()
 
     def _analyse(self, frame: Frame, aggregator: WindowAggregator) -> None:
-        result = self.analyzer.result(frame)
+        result = FrameResult.of(frame.timestamp, self.analyzer.faces(frame.rgb))
         self._inference_ms.append(self.analyzer.last_inference_ms)
         self.notifier.ready(status="running")
         if self._state != "running":

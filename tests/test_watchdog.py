@@ -123,12 +123,12 @@ class HangingAnalyzer:
         self.accelerator = real.accelerator
         self.last_inference_ms = 0.0
 
-    def result(self, frame):
+    def faces(self, rgb):
         self.calls += 1
         if self.calls == self.hang_after:
             self.hung_at = time.monotonic()
             RELEASE.wait()
-        out = self.real.result(frame)
+        out = self.real.faces(rgb)
         self.last_inference_ms = self.real.last_inference_ms
         return out
 
