@@ -134,14 +134,21 @@ def fit(samples: list[Sample]) -> dict:
 
 
 def errors(samples: list[Sample], c: dict) -> dict:
-    """Yaw MAE (|yaw| <= 45), pitch MAE (|pitch| <= 30), facing-front agreement, counts."""
+    """Yaw MAE (|yaw| <= 45), pitch MAE (|pitch| <= 30), facing-front agreement of the
+    estimate with the reference, and with :func:`device.orientation.call` (the device's error
+    model and tilt limit, whatever ``c``): the share left undecided and the agreement of the
+    called faces."""
     est = [pose_with(s.keypoints, c) for s in samples]
     ey = [abs(e.yaw_deg - s.ref.yaw_deg) for e, s in zip(est, samples) if abs(s.ref.yaw_deg) <= 45]
     ep = [abs(e.pitch_deg - s.ref.pitch_deg) for e, s in zip(est, samples) if abs(s.ref.pitch_deg) <= 30]
     agree = [orientation.is_facing_front(e) == orientation.is_facing_front(s.ref) for e, s in zip(est, samples)]
+    calls = [(orientation.call(e, s.width), orientation.is_facing_front(s.ref)) for e, s in zip(est, samples)]
+    called = [c == truth for c, truth in calls if c is not None]
     return dict(n=len(samples), yaw_mae=float(np.mean(ey)), n_yaw=len(ey), pitch_mae=float(np.mean(ep)),
                 n_pitch=len(ep), agreement=float(np.mean(agree)),
-                ref_front=float(np.mean([orientation.is_facing_front(s.ref) for s in samples])))
+                ref_front=float(np.mean([orientation.is_facing_front(s.ref) for s in samples])),
+                undecided=1 - len(called) / len(samples),
+                called_agreement=float(np.mean(called)) if called else float("nan"))
 
 
 def mirror_yaw(an, samples: list[Sample], cache: dict) -> np.ndarray:
@@ -317,7 +324,14 @@ def main(argv: list[str] | None = None) -> int:
             e = errors(subset, c)
             print(f"   {name:16s} {label:12s} n={e['n']:3d} yaw MAE {e['yaw_mae']:5.2f} (n={e['n_yaw']})  "
                   f"pitch MAE {e['pitch_mae']:5.2f} (n={e['n_pitch']})  facing-front agreement "
-                  f"{e['agreement']:.3f} (reference facing front {e['ref_front']:.2f})")
+                  f"{e['agreement']:.3f} (reference facing front {e['ref_front']:.2f})"
+                  + (f"; called: undecided {e['undecided']:.3f}, agreement {e['called_agreement']:.3f}"
+                     if name == "now" else ""))
+    print("   yaw error by measured tilt (|roll| from the eye points), all reliable faces:")
+    for lo, hi in ((0, 5), (5, 10), (10, 90)):
+        err = [orientation.head_pose(s.keypoints).yaw_deg - s.ref.yaw_deg for s in reliable
+               if lo <= abs(orientation.head_pose(s.keypoints).roll_deg) < hi]
+        print(f"     {lo:2d}-{hi:2d} deg: {len(err):3d} faces, yaw RMS {np.sqrt(np.mean(np.square(err))):5.1f} deg")
 
     m = mirror_yaw(an, test, cache)
     print(f"4. mirrored held-out frames: yaw + yaw(mirrored) mean {m.mean():+.2f} deg (the estimator's bias); "

@@ -92,3 +92,9 @@ def test_call_leaves_small_faces_near_a_limit_undecided():
     assert call(HeadPose(0.0, 0.0, 0.0), 12) is True
     assert call(HeadPose(0.0, 31.0, 0.0), 120) is None  # pitch error floor about 6.3 deg
     assert call(HeadPose(0.0, 40.0, 0.0), 12) is False
+
+
+def test_tilted_heads_are_not_called():
+    assert call(HeadPose(0.0, 0.0, 9.0), 60) is True
+    assert call(HeadPose(0.0, 0.0, 11.0), 60) is None
+    assert call(HeadPose(60.0, 0.0, -25.0), 60) is None
