@@ -27,11 +27,12 @@ BUILD_STAMP := $(BUILD_VENV)/.installed
 
 .PHONY: run test venv models models-check bench system-deps clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh scripts/requirements-reference.txt
 	./scripts/setup.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,dashboard]'
+	$(PY) -m pip install -q --no-deps --require-hashes -r scripts/requirements-reference.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

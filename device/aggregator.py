@@ -25,9 +25,11 @@ class WindowSummary:
         frames_analyzed: frames analysed in the window (>= 1).
         faces_present: median faces per analysed frame, rounded half up.
         faces_present_max: most faces in any analysed frame.
-        engagement_score: share of all face detections in the window that faced the
-            front, in [0, 1], rounded to 3 decimals; None when suppressed.
-        suppressed: True when ``faces_present < min_group_size``.
+        engagement_score: share of the window's face detections whose orientation could
+            be called that faced the front, in [0, 1], rounded to 3 decimals; None when
+            suppressed.
+        suppressed: True when ``faces_present < min_group_size`` or fewer faces than that
+            could be called (:func:`summarize`).
     """
 
     start: float
@@ -42,6 +44,13 @@ class WindowSummary:
 def summarize(results: list[FrameResult], start: float, end: float, min_group_size: int) -> WindowSummary:
     """Aggregate the frames of one window.
 
+    The facing-front share is taken over the faces whose orientation could be called
+    (``faces - undecided`` per frame; :func:`device.orientation.call`): a face too small and
+    too near a limit to call is present but neither facing nor not facing. The score is
+    withheld when fewer than ``min_group_size`` faces are present, and also when fewer than
+    that many (median per frame) could be called, so the share never rests on fewer people
+    than a published score may.
+
     Args:
         results: the window's analysed frames (at least one).
         start, end: window bounds in seconds.
@@ -53,11 +62,11 @@ def summarize(results: list[FrameResult], start: float, end: float, min_group_si
     if not results:
         raise ValueError("a window needs at least one analysed frame")
     counts = [r.faces for r in results]
+    decided = [r.faces - r.undecided for r in results]
     present = math.floor(statistics.median(counts) + 0.5)
-    faces = sum(counts)
-    suppressed = present < min_group_size
-    # Not suppressed implies present >= 1, so faces > 0.
-    score = None if suppressed else round(sum(r.facing_front for r in results) / faces, 3)
+    called = math.floor(statistics.median(decided) + 0.5)
+    suppressed = present < min_group_size or called < min_group_size or sum(decided) == 0
+    score = None if suppressed else round(sum(r.facing_front for r in results) / sum(decided), 3)
     return WindowSummary(start, end, len(results), present, max(counts), score, suppressed)
 
 

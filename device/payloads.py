@@ -38,8 +38,10 @@ class Engagement(BaseModel):
     faces_present_max: int = Field(ge=0, description="most faces detected in any analysed frame of the window")
     engagement_score: float | None = Field(
         ge=0, le=1,
-        description="share of face detections oriented toward the front; null when suppressed")
-    suppressed: bool = Field(description="true when faces_present is below min_group_size and the score is withheld")
+        description="share of face detections oriented toward the front, among those whose orientation "
+                    "can be called at their size; null when suppressed")
+    suppressed: bool = Field(description="true when faces_present, or the faces whose orientation could be called, "
+                                        "are below min_group_size and the score is withheld")
 
     @model_validator(mode="after")
     def _suppression(self):

@@ -45,8 +45,7 @@ class Analyzer:
 
     def result(self, frame: Frame) -> FrameResult:
         """The counts kept of one frame; the pixels are not kept."""
-        faces = self.faces(frame.rgb)
-        return FrameResult(frame.timestamp, len(faces), sum(f.facing_front for f in faces))
+        return FrameResult.of(frame.timestamp, self.faces(frame.rgb))
 
 
 def choose_accelerator(accelerator: str, entry, directory: Path = MODELS_DIR) -> tuple[str, Path | None, list | None]:

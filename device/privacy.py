@@ -73,7 +73,8 @@ def report(settings: Settings) -> str:
         "",
         "SUPPRESSION OF SMALL GROUPS",
         f"  engagement_score is withheld (null, suppressed: true) in every window whose faces_present is below "
-        f"{settings.min_group_size}; the Home Assistant score entity then shows 'unknown'.",
+        f"{settings.min_group_size}, or in which fewer faces than that (median per frame) were large or clear "
+        "enough for their orientation to be called; the Home Assistant score entity then shows 'unknown'.",
         "  faces_present and faces_present_max are head counts (how many faces were visible, not what any",
         "  of them did) and are published for every window, as the engagement contract requires.",
         "",

@@ -79,11 +79,19 @@ class HeadPose:
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    """A detection with its head pose and the facing-front decision."""
+    """A detection with its head pose and the facing-front decision.
+
+    Attributes:
+        facing_front: the decision on the estimated pose (limits only).
+        decided: False when the estimate is too close to a limit, for this face's size, for
+            the decision to be trusted (:func:`device.orientation.call`); the window
+            aggregate then leaves the face out of the facing-front share.
+    """
 
     detection: Detection
     pose: HeadPose
     facing_front: bool
+    decided: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,18 @@ class FrameResult:
     Attributes:
         timestamp: the frame's timestamp in seconds (see :class:`Frame`).
         faces: number of faces detected.
-        facing_front: how many of them face the front.
+        facing_front: how many of the decided faces face the front.
+        undecided: how many of ``faces`` are too uncertain to call (:attr:`Face.decided`);
+            they count as present but are left out of the facing-front share.
     """
 
     timestamp: float
     faces: int
     facing_front: int
+    undecided: int = 0
+
+    @classmethod
+    def of(cls, timestamp: float, faces: list[Face]) -> "FrameResult":
+        """The counts of one frame's faces (no pixels, no per-face value is kept)."""
+        return cls(timestamp, len(faces), sum(f.facing_front and f.decided for f in faces),
+                   sum(not f.decided for f in faces))

@@ -49,3 +49,29 @@ def test_gap_skips_empty_windows_and_backwards_time_stays_in_open_window():
 def test_window_length_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         WindowAggregator(0, 5)
+
+
+def test_undecided_faces_are_present_but_out_of_the_share():
+    # 4 faces per frame, one of them undecided: share over the 3 called ones
+    s = summarize([FrameResult(0.0, 4, 2, 1), FrameResult(0.5, 4, 3, 1)], 0.0, 1.0, 3)
+    assert s.faces_present == 4 and s.engagement_score == round(5 / 6, 3) and not s.suppressed
+
+
+def test_too_few_decided_faces_suppress_the_score():
+    # 5 present but only 2 called (median): the share would rest on 2 people
+    s = summarize([FrameResult(0.0, 5, 2, 3), FrameResult(0.5, 5, 1, 3)], 0.0, 1.0, 3)
+    assert s.faces_present == 5 and s.suppressed and s.engagement_score is None
+    s = summarize([FrameResult(0.0, 3, 0, 3)], 0.0, 1.0, 1)
+    assert s.suppressed and s.engagement_score is None
+
+
+def test_frame_result_of_faces_counts_decided_and_undecided():
+    import numpy as np
+
+    from device.types import Detection, Face, HeadPose
+
+    det = Detection(np.zeros(4, np.float32), 0.9, np.zeros((5, 2), np.float32))
+    pose = HeadPose(0.0, 0.0, 0.0)
+    faces = [Face(det, pose, True), Face(det, pose, False), Face(det, pose, True, decided=False),
+             Face(det, pose, False, decided=False)]
+    assert FrameResult.of(1.5, faces) == FrameResult(1.5, 4, 1, 2)
