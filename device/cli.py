@@ -27,7 +27,6 @@ from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import RuntimeUnavailable
 from device.sources import SourceError, SourceUnavailable, preflight
-from device.sources.files import read_file
 from device.state import StateError
 
 log = logging.getLogger("roompulse")
@@ -109,6 +108,7 @@ def _face_json(face) -> dict:
 
 def cmd_analyze(settings: Settings, paths: list[Path]) -> int:
     """One JSON line per image or video frame; errors per path on stderr."""
+    from device.sources.files import read_file  # PyAV: loaded only for files (the Pi camera path never needs it)
     from device.pipeline import build_analyzer
 
     analyzer = build_analyzer(settings)
