@@ -68,4 +68,4 @@ test: $(STAMP) system-deps
 	ROOMPULSE_SHARED=$(abspath $(SHARED)) $(PY) -m pytest -q -p no:cacheprovider
 
 clean:
-	rm -rf $(VENV) $(BUILD_VENV) .state
+	rm -rf $(VENV) $(BUILD_VENV) .venv-fallback .state

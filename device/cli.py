@@ -25,7 +25,7 @@ from device.config import (
 )
 from device.logs import configure as configure_logging
 from device.models import ModelError
-from device.runtime import RuntimeUnavailable
+from device.runtime import AcceleratorUnavailable, RuntimeUnavailable
 from device.sources import SourceError, SourceUnavailable, preflight
 from device.state import StateError
 
@@ -209,10 +209,13 @@ def main(argv: list[str] | None = None) -> int:
             print(report(settings), end="")
             return 0
         return cmd_run(settings)
-    except (ConfigError, SourceUnavailable) as exc:
+    except AcceleratorUnavailable as exc:  # exit 1: attaching the Edge TPU and restarting can fix it
+        print(f"roompulse: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, SourceUnavailable, RuntimeUnavailable) as exc:  # a restart cannot fix these
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except (ModelError, SourceError, StateError, RuntimeUnavailable, ValueError) as exc:
+    except (ModelError, SourceError, StateError, ValueError) as exc:
         print(f"roompulse: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before aim's loop (model loading, opening the camera)

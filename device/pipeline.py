@@ -118,9 +118,11 @@ class ModelLoader:
         entry = self.entries[size]
         path = verify(entry, self.directory)
         self.accelerator, tpu_path, delegates = choose_accelerator(self.accelerator_setting, entry, self.directory)
-        model = YuNetModel(TFLiteModel(tpu_path or path, num_threads=self.threads, delegates=delegates))
+        interpreter = TFLiteModel(tpu_path or path, num_threads=self.threads, delegates=delegates)
+        model = YuNetModel(interpreter)
         score = run_selftest(model, entry.selftest, entry.name)
-        log.info("model %s on %s passed its self-test (face score %.3f)", entry.name, self.accelerator, score)
+        log.info("model %s on %s with %s passed its self-test (face score %.3f)", entry.name, self.accelerator,
+                 interpreter.runtime, score)
         return model
 
 

@@ -58,11 +58,12 @@ def fast_env(port: int, state_dir: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def analyzer():
-    """The default analyzer (real model, real runtime) with default settings."""
+    """The default analyzer (real model, real runtime) with default settings, its model loaded for
+    480x270 frames (the clips'), so a timed test does not pay a model load at its first frame."""
     from device.config import Settings
     from device.pipeline import build_analyzer
 
-    return build_analyzer(Settings(_env_file=None, state_dir=Path("/nonexistent")))
+    return build_analyzer(Settings(_env_file=None, state_dir=Path("/nonexistent"), camera_size="480x270"))
 
 
 def free_port() -> int:
