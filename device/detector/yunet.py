@@ -129,7 +129,7 @@ class YuNetModel:
     """One YuNet model of one input size: pixels in, candidates out.
 
     Args:
-        model: the loaded model; input (1, H, W, 3) BGR, raw 0..255 (float32, or uint8
+        model: the loaded model; input (1, H, W, 3) RGB, raw 0..255 (float32, or uint8
             with scale 1 and zero point 0 as ``make models`` builds the int8 ones; other
             quantizations are converted per pixel), outputs named :data:`OUTPUT_NAMES`.
 
@@ -151,23 +151,22 @@ class YuNetModel:
         self._bytes_in = model.input_dtype == np.float32 or (model.input_dtype == np.uint8 and (scale, zero) == (1.0, 0))
         self._filled: tuple[int, int] | None = None
 
-    def write(self, bgr_or_rgb: np.ndarray, rgb: bool = True) -> None:
+    def write(self, rgb: np.ndarray) -> None:
         """Put an image into the input, top-left, the rest zero.
 
         Args:
-            bgr_or_rgb: uint8 (h, w, 3) with h, w at most the input's.
-            rgb: True when the channels are RGB (reversed to the model's BGR on the way in).
+            rgb: uint8 (h, w, 3) RGB with h, w at most the input's (the models take RGB:
+                ``make models`` reverses the first convolution's input channels).
         """
-        h, w = bgr_or_rgb.shape[:2]
-        pixels = bgr_or_rgb[..., ::-1] if rgb else bgr_or_rgb
+        h, w = rgb.shape[:2]
         buf = self.model.input_buffer()
         if self._filled != (w, h):
             buf[...] = 0 if self._bytes_in else quantize(np.zeros(1), *self.model.input_quantization, buf.dtype)[0]
             self._filled = (w, h)
         if self._bytes_in:
-            buf[0, :h, :w] = pixels
+            buf[0, :h, :w] = rgb
         else:
-            buf[0, :h, :w] = quantize(pixels, *self.model.input_quantization, buf.dtype)
+            buf[0, :h, :w] = quantize(rgb, *self.model.input_quantization, buf.dtype)
         del buf
 
     def candidates(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
