@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -80,3 +81,26 @@ def configure(level: str = "INFO", stream=None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    install_excepthooks()
+
+
+def install_excepthooks() -> None:
+    """Route uncaught exceptions (main thread and any other thread) through logging, so their
+    tracebacks reach the journal as one CRITICAL line instead of raw multi-line stderr."""
+    crash = logging.getLogger("roompulse.crash")
+
+    def _main(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        crash.critical("uncaught %s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    def _thread(args):
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        crash.critical("thread %s died of an uncaught %s: %s", name, args.exc_type.__name__, args.exc_value,
+                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = _main
+    threading.excepthook = _thread

@@ -124,6 +124,7 @@ class Publisher:
         self._offline_acked = False
         self._next_maintain = 0.0
         self._next_status = 0.0
+        self.failure: BaseException | None = None  # set when the session thread died of an error
 
     # ---- what the service calls (any thread; never waits on the network) ----
 
@@ -154,8 +155,14 @@ class Publisher:
         depth = self.outbox.depth
         if depth:
             log.info("%d window(s) queued in the outbox from an earlier run: sending them first", depth)
-        self._thread = threading.Thread(target=self._run, name="mqtt-session", daemon=True)
+        self._thread = threading.Thread(target=self._run_guarded, name="mqtt-session", daemon=True)
         self._thread.start()
+
+    @property
+    def dead(self) -> bool:
+        """True when the session thread ended of an unexpected error: nothing more can be
+        delivered in this process (the service exits non-zero so systemd restarts it)."""
+        return self.failure is not None
 
     def submit(self, make: Callable[[int], Engagement]) -> Engagement:
         """Give the next window a ``seq``, commit it to the outbox, print it; returns the payload.
@@ -255,6 +262,17 @@ class Publisher:
         while time.monotonic() < end and not self._done():
             self._maintain()
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+    def _run_guarded(self) -> None:
+        """The session thread: :meth:`_run`, with any error it or a paho callback raises
+        logged with its traceback and kept in :attr:`failure` for the service to act on."""
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - the service must learn of any death
+            self.failure = exc
+            self._connected.clear()
+            log.critical("MQTT session thread died (%s: %s): nothing can be delivered any more",
+                         type(exc).__name__, exc, exc_info=True)
 
     def _run(self) -> None:
         s = self.settings

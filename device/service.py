@@ -150,7 +150,8 @@ class Service:
     def run(self) -> int:
         """Analyse the source until it ends or a stop is requested. Returns the exit code.
 
-        Returns 1 when the capture worker died of an unexpected error (systemd restarts).
+        Returns 1 when the capture worker or the MQTT session thread died of an unexpected
+        error (systemd restarts); the watchdog pings stop within one loop turn (``POLL_S``).
 
         Raises:
             device.sources.SourceError: a file read once cannot be read.
@@ -165,12 +166,17 @@ class Service:
         code, ended = 0, False
         try:
             while not ended and code == 0 and not self.stop_event.is_set():
+                if self.publisher.dead:
+                    code = self._publisher_died()
+                    break
                 if self.paused.is_set():
                     self._wait_paused()
                     continue
                 ended, code = self._capture(live)
         finally:
             self.notifier.stopping()
+        if code == 0 and self.publisher.dead:
+            code = self._publisher_died()
         finished = ended and not live
         self._set_state("finished" if finished else "stopped")
         left = self.publisher.close(FLUSH_TIMEOUT_S if finished else STOP_FLUSH_S)
@@ -178,11 +184,17 @@ class Service:
                  self.windows, left)
         return code
 
+    def _publisher_died(self) -> int:
+        """The MQTT session thread is gone: stop pinging the watchdog and end with exit code 1."""
+        log.critical("exiting with code 1 so systemd restarts the service (the MQTT session thread died: %r)",
+                     self.publisher.failure)
+        return 1
+
     def _wait_paused(self) -> None:
         self._idle()
         self._set_state("paused")
         self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
-        while self.paused.is_set() and not self.stop_event.wait(POLL_S):
+        while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:
             self.watchdog.progress(self.mono())
 
     def _capture(self, live: bool) -> tuple[bool, int]:
@@ -204,6 +216,9 @@ class Service:
                 if capture.crashed is not None:
                     log.critical("capture thread died: %r; exiting so systemd restarts the service", capture.crashed)
                     code = 1
+                    break
+                if self.publisher.dead:
+                    code = self._publisher_died()
                     break
                 if frame is None and capture.finished:
                     ended = True
