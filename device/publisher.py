@@ -143,6 +143,21 @@ class Publisher:
         return self.outbox.dropped
 
     @property
+    def sequence_id(self) -> str:
+        """The state file's ``sequence_id`` that engagement payloads carry (:mod:`device.state`)."""
+        return self.outbox.sequence_id
+
+    @property
+    def disk_full(self) -> bool:
+        """True while windows cannot be written to the state disk (they are kept in memory)."""
+        return self.outbox.disk_full
+
+    @property
+    def unstored(self) -> int:
+        """Windows that could not be written to the state disk since start."""
+        return self.outbox.unstored
+
+    @property
     def connected(self) -> bool:
         """True while a broker connection is accepted."""
         return self._connected.is_set()
@@ -234,6 +249,7 @@ class Publisher:
         status = Status.model_validate({
             **base.model_dump(by_alias=True),
             "outbox_depth": self.outbox.depth, "dropped": self.outbox.dropped,
+            "disk_full": self.outbox.disk_full, "unstored": self.outbox.unstored,
             "last_publish": self._last_publish, "timestamp": utc_iso(datetime.now(timezone.utc)),
         })
         self._set_retained(self.topic("status"), status, force=True)

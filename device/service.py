@@ -79,6 +79,7 @@ class Service:
         publisher.on_pause = self.set_paused
         self.windows = 0
         self._state = "starting"
+        self._notified = ""
         self._fps = 0.0
         self._inference_ms: list[float] = []
         self._clock = WallClock(live=True, wall=wall, mono=mono)
@@ -94,6 +95,8 @@ class Service:
             inference_ms=round(mean_ms, 1),
             outbox_depth=self.publisher.depth,
             dropped=self.publisher.dropped,
+            disk_full=self.publisher.disk_full,
+            unstored=self.publisher.unstored,
             version=__version__,
             timestamp=utc_iso(self._clock.now()),
             clock_synced=clock_synchronized(),
@@ -104,7 +107,16 @@ class Service:
             log.info("state: %s", state)
         self._state = state
         self.publisher.publish_status(self.status())
-        self.notifier.status(state)
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        """systemd ``STATUS=``: the state, and any fault an operator must see in ``systemctl status``."""
+        text = self._state
+        if self.publisher.disk_full:
+            text += f"; disk_full: {self.publisher.unstored} window(s) not written to the state disk"
+        if text != self._notified:
+            self._notified = text
+            self.notifier.status(text)
 
     def set_paused(self, on: bool) -> None:
         """The pause switch (``<prefix>/paused/set``): persisted at once; the run loop releases
@@ -126,10 +138,12 @@ class Service:
 
     def _emit(self, summary: WindowSummary) -> None:
         start, end = self._clock.to_wall(summary.start, summary.end)
-        self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end))
+        self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end,
+                                                     self.publisher.sequence_id))
         self.windows += 1
         self._fps = summary.frames_analyzed / max(summary.end - summary.start, 1e-6)
         self.publisher.publish_status(self.status())
+        self._notify_status()
         self._inference_ms.clear()
 
     def _analyse(self, frame: Frame, aggregator: WindowAggregator) -> None:
