@@ -461,7 +461,13 @@ class Publisher:
     def _on_message(self, client, userdata, message):
         text = message.payload.decode("utf-8", "replace").strip()
         if message.topic == self.topic("paused/set"):
-            if text.upper() not in ("ON", "OFF"):
+            if message.retain:
+                # A command kept by the broker (published with the retain flag) would act again at
+                # every reconnect, even after a later OFF: commands act only when they are sent.
+                log.warning("ignored a retained %r on %s: commands act only when sent, never from a retained "
+                            "message; clear it with: mosquitto_pub -h BROKER -r -n -t %s", text[:20],
+                            message.topic, message.topic)
+            elif text.upper() not in ("ON", "OFF"):
                 log.warning("ignored %r on %s: expected ON or OFF", text[:20], message.topic)
             elif self.on_pause is not None:
                 self.on_pause(text.upper() == "ON")
