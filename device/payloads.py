@@ -90,6 +90,8 @@ class Status(BaseModel):
     dropped: int = Field(0, ge=0, description="windows dropped by the outbox bounds, expiry or broker rejection")
     disk_full: bool = Field(False, description="true while windows cannot be written to the state disk (kept in memory)")
     unstored: int = Field(0, ge=0, description="windows that could not be written to the state disk since start")
+    clash: bool = Field(False, description="true while another unit seems to use this unit's device_id or MQTT "
+                                           "client id (the journal says why)")
     last_publish: str | None = Field(
         None, description="when the broker last acknowledged a window, UTC ISO-8601; null if never in this run")
     version: str = Field(description="RoomPulse version")

@@ -31,8 +31,10 @@ import logging
 import socket
 import ssl
 import sys
+import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
@@ -56,11 +58,15 @@ LOOP_S = 0.05  # network loop tick: the longest a new window waits before it is 
 CONNACK_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason 0x8E: another client connected with our client id
 # mosquitto 2.0 drops the older of two clients with the same id without that DISCONNECT: it
-# shows as connections accepted and lost again within seconds, over and over.
-# A broker restart also ends sessions, but then the next attempt usually finds it down, which
-# resets the count.
+# shows as connections accepted and lost again within seconds, over and over, which a broker
+# refusing something we send looks like too. Such short sessions are logged (with both
+# causes) and not followed by a reconnect at 1 s: the backoff keeps doubling.
+# The certain sign of a second unit with our device_id is a status on our own status topic
+# that we did not send, made after we started and not saying that unit stopped (retained or
+# live); with the DISCONNECT above, that makes a clash (status `clash`, ERROR, STATUS=).
 SHORT_SESSION_S = 5.0
 SHORT_SESSIONS_SUSPECT = 5
+CLASH_HOLD_S = 300.0  # the clash flag stays this long after the last sign of it
 MAINTAIN_EVERY_S = 1.0
 
 
@@ -125,6 +131,10 @@ class Publisher:
         self._next_maintain = 0.0
         self._next_status = 0.0
         self.failure: BaseException | None = None  # set when the session thread died of an error
+        self._started = datetime.now(timezone.utc).replace(microsecond=0)
+        self._sent_status: deque[str] = deque(maxlen=64)  # our own status payloads, to tell others' apart
+        self._clash_until = 0.0
+        self.clash_reason: str | None = None
 
     # ---- what the service calls (any thread; never waits on the network) ----
 
@@ -156,6 +166,12 @@ class Publisher:
     def unstored(self) -> int:
         """Windows that could not be written to the state disk since start."""
         return self.outbox.unstored
+
+    @property
+    def clash(self) -> bool:
+        """True while another unit seems to use this unit's device_id or client id
+        (:attr:`clash_reason` says why; cleared ``CLASH_HOLD_S`` after the last sign)."""
+        return time.monotonic() < self._clash_until
 
     @property
     def connected(self) -> bool:
@@ -249,7 +265,7 @@ class Publisher:
         status = Status.model_validate({
             **base.model_dump(by_alias=True),
             "outbox_depth": self.outbox.depth, "dropped": self.outbox.dropped,
-            "disk_full": self.outbox.disk_full, "unstored": self.outbox.unstored,
+            "disk_full": self.outbox.disk_full, "unstored": self.outbox.unstored, "clash": self.clash,
             "last_publish": self._last_publish, "timestamp": utc_iso(datetime.now(timezone.utc)),
         })
         self._set_retained(self.topic("status"), status, force=True)
@@ -304,8 +320,10 @@ class Publisher:
             else:
                 began = time.monotonic()
                 if self._session(client):
-                    self._note_session(time.monotonic() - began)
-                    delay = 1.0
+                    lasted = time.monotonic() - began
+                    self._note_session(lasted)
+                    if lasted >= SHORT_SESSION_S and not self.clash:
+                        delay = 1.0  # a connection that held: reconnect at once; else keep backing off
                     if self._done():
                         break
                     log.warning("MQTT connection to %s:%d lost; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
@@ -322,18 +340,29 @@ class Publisher:
             self._sleep(delay)
             delay = min(delay * 2, s.mqtt_reconnect_max_s)
 
-    def _client_id_clash(self) -> None:
-        log.error("MQTT client id %r seems to be in use by another connection (the broker keeps dropping this "
-                  "one for it): every unit needs its own ROOMPULSE_DEVICE_ID or ROOMPULSE_MQTT_CLIENT_ID",
-                  self.settings.client_id)
+    def _clash(self, why: str) -> None:
+        """A sign that another unit uses our device_id or client id: flag it (status, STATUS=) and
+        say so in the journal (once per episode; the logging rate limit covers repeats)."""
+        first = not self.clash
+        self._clash_until = time.monotonic() + CLASH_HOLD_S
+        self.clash_reason = why
+        if first:
+            log.error("CLASH: %s. Two units with the same ROOMPULSE_DEVICE_ID (or ROOMPULSE_MQTT_CLIENT_ID) take "
+                      "the broker connection from each other and mix their seq on one topic: give every unit its "
+                      "own. Reconnecting with backoff (up to ROOMPULSE_MQTT_RECONNECT_MAX_S=%g s)", why,
+                      self.settings.mqtt_reconnect_max_s)
+        self._refresh_status()
 
     def _note_session(self, lasted_s: float) -> None:
-        """Count connections lost within seconds of being accepted; a run of them means a clash."""
+        """Count connections lost within seconds of being accepted and say so after a run of them."""
         if self._done():
             return
         self._short_sessions = self._short_sessions + 1 if lasted_s < SHORT_SESSION_S else 0
         if self._short_sessions == SHORT_SESSIONS_SUSPECT:
-            self._client_id_clash()
+            log.error("the broker accepted and then closed the MQTT connection within %.0f s, %d times in a row: "
+                      "another connection may be using client id %r (every unit needs its own ROOMPULSE_DEVICE_ID "
+                      "or ROOMPULSE_MQTT_CLIENT_ID), or the broker refuses something this unit sends (its log says "
+                      "which); backing off", SHORT_SESSION_S, SHORT_SESSIONS_SUSPECT, self.settings.client_id)
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
@@ -389,6 +418,8 @@ class Publisher:
             todo = [(t, self._retained[t]) for t in self._retained if t in self._dirty]
             self._dirty.clear()
         for topic, payload in todo:  # not under self._lock: paho takes its own locks
+            if topic == self.topic("status"):
+                self._sent_status.append(payload)
             client.publish(topic, payload, qos=QOS, retain=True)
 
     def _pump(self, client: mqtt.Client) -> None:
@@ -418,6 +449,19 @@ class Publisher:
             self._inflight[info.mid] = row.seq
             self._handed = row.seq
 
+    def _foreign_status(self, text: str) -> None:
+        """A status on our own status topic: ours, an earlier run's, or another unit's (a clash)."""
+        if not text or text in self._sent_status:
+            return
+        try:
+            other = json.loads(text)
+            made = datetime.strptime(other["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except (ValueError, KeyError, TypeError):
+            return
+        if made > self._started and other.get("state") not in ("stopped", "finished"):
+            self._clash(f"another unit publishes its status on {self.topic('status')} (state "
+                        f"{other.get('state')!r} at {other['timestamp']}, after this one started)")
+
     # ---- paho callbacks: all run in the session thread, inside client.loop() ----
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -430,7 +474,7 @@ class Publisher:
         self._accepted = True
         self._connected.set()
         log.info("connected to MQTT broker %s:%d as %s", s.mqtt_host, s.port, s.client_id)
-        topics = [(self.topic("paused/set"), QOS)]
+        topics = [(self.topic("paused/set"), QOS), (self.topic("status"), QOS)]
         if s.ha_discovery:
             topics.append((f"{s.ha_prefix.rstrip('/')}/status", QOS))
         client.subscribe(topics)
@@ -441,7 +485,8 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
         if getattr(reason_code, "value", reason_code) == SESSION_TAKEN_OVER:
-            self._client_id_clash()
+            self._clash(f"the broker gave client id {self.settings.client_id!r} to another connection "
+                        "(session taken over)")
         elif reason_code != 0 and self._accepted:
             log.warning("MQTT connection lost (%s)", reason_code)
 
@@ -460,7 +505,9 @@ class Publisher:
 
     def _on_message(self, client, userdata, message):
         text = message.payload.decode("utf-8", "replace").strip()
-        if message.topic == self.topic("paused/set"):
+        if message.topic == self.topic("status"):
+            self._foreign_status(text)
+        elif message.topic == self.topic("paused/set"):
             if message.retain:
                 # A command kept by the broker (published with the retain flag) would act again at
                 # every reconnect, even after a later OFF: commands act only when they are sent.

@@ -97,6 +97,7 @@ class Service:
             dropped=self.publisher.dropped,
             disk_full=self.publisher.disk_full,
             unstored=self.publisher.unstored,
+            clash=self.publisher.clash,
             version=__version__,
             timestamp=utc_iso(self._clock.now()),
             clock_synced=clock_synchronized(),
@@ -114,6 +115,8 @@ class Service:
         text = self._state
         if self.publisher.disk_full:
             text += f"; disk_full: {self.publisher.unstored} window(s) not written to the state disk"
+        if self.publisher.clash:
+            text += f"; CLASH: {self.publisher.clash_reason}"
         if text != self._notified:
             self._notified = text
             self.notifier.status(text)

@@ -77,3 +77,68 @@ def test_dead_session_thread_ends_the_run_non_zero_and_stops_the_watchdog(analyz
     assert offline[-1] == "offline"  # the Last Will: the broker saw the connection die
     print(f"\nFIGURE dead session: run ended {ended_at - publisher.died_at:.2f} s after the thread died, "
           f"0 pings after, exit code 1")
+
+
+def _connections(svc) -> int:
+    return svc.stderr.count("connected to MQTT broker")
+
+
+@pytest.mark.timeout(90)
+def test_two_units_with_one_device_id_back_off_and_say_so(tmp_path):
+    """Item 7: they used to take the connection from each other about once a second, silently."""
+    import json
+    import signal
+
+    from conftest import ROOT, fast_env
+    from mqtt_helpers import ServiceProcess
+
+    broker = Broker(tmp_path).start()
+    status = Recorder(broker.port, "roompulse/test-room/status", client_id="status-watch")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    units = []
+    try:
+        for name in ("a", "b"):
+            env = fast_env(broker.port, tmp_path / f"state-{name}", ROOMPULSE_MQTT_RECONNECT_MAX_S="30",
+                           NOTIFY_SOCKET=notify.path)
+            units.append(ServiceProcess(env, "--source", str(CLASSROOM), cwd=ROOT))
+            units[-1].wait_until(lambda: _connections(units[-1]) >= 1, timeout=60, what=f"unit {name} connected")
+        began = time.monotonic()
+        time.sleep(12)
+        connections = sum(_connections(u) for u in units) - 2
+        for unit in units:
+            assert unit.stop() == 0, unit.stderr
+        clashes = [json.loads(p) for p in status.on("roompulse/test-room/status") if json.loads(p)["clash"]]
+    finally:
+        for unit in units:
+            unit.stop(signal.SIGKILL)
+        status.close()
+        notify.close()
+        broker.stop()
+    elapsed = time.monotonic() - began
+    assert connections <= 8, f"{connections} reconnections in {elapsed:.0f} s: no backoff"
+    assert clashes, "the status must say clash"
+    assert any("CLASH" in u.stderr and "another unit publishes its status" in u.stderr for u in units)
+    assert any(m.startswith("STATUS=") and "CLASH" in m for _, m in notify.messages)
+    print(f"\nFIGURE clash: {connections} reconnections of the two units in {elapsed:.0f} s")
+
+
+@pytest.mark.timeout(60)
+def test_a_broker_that_keeps_dropping_the_connection_is_not_called_a_clash(tmp_path):
+    """Item 14: a broker refusing our packets (here: too large for its max_packet_size) used to be
+    reported as "client id in use"."""
+    import signal
+
+    from conftest import ROOT, fast_env
+    from mqtt_helpers import ServiceProcess
+
+    broker = Broker(tmp_path, extra_conf="max_packet_size 200\n").start()
+    svc = ServiceProcess(fast_env(broker.port, tmp_path / "state"), "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        svc.wait_until(lambda: "times in a row" in svc.stderr, timeout=45, what="the short-session message")
+        assert svc.stop() == 0
+    finally:
+        svc.stop(signal.SIGKILL)
+        broker.stop()
+    line = next(x for x in svc.errors if "times in a row" in x)
+    assert "may be using client id" in line and "the broker refuses something this unit sends" in line
+    assert "CLASH" not in svc.stderr and "seems to be in use" not in svc.stderr
