@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0  # a finished file source waits this long for the broker's acknowledgements
 STOP_FLUSH_S = 5.0  # a stop signal waits at most this long (systemd's stop timeout is longer)
 PAUSED_KEY = "paused"
+PAUSE_WRITE_S = 1.0  # the pause switch is written (and its changes logged) at most once a second
 POLL_S = 0.25  # longest wait for a frame before the loop supervises and pings anyway
 
 
@@ -74,6 +76,10 @@ class Service:
         self.capture_factory = capture_factory or default_capture
         self.stop_event = threading.Event()
         self.paused = threading.Event()  # the pause switch: source released, nothing analysed
+        self._pause_lock = threading.Lock()
+        self._pause_dirty = False  # changed since it was last written to the state file
+        self._pause_changes = 0  # changes not logged yet
+        self._pause_logged = self._pause_written = float("-inf")
         if state.get(PAUSED_KEY) == "1":
             self.paused.set()
         publisher.on_pause = self.set_paused
@@ -122,17 +128,48 @@ class Service:
             self.notifier.status(text)
 
     def set_paused(self, on: bool) -> None:
-        """The pause switch (``<prefix>/paused/set``): persisted at once; the run loop releases
-        the source before the next frame and drops the open window unpublished."""
-        if on != self.paused.is_set():
-            self.state.set(PAUSED_KEY, "1" if on else "0")
-            (self.paused.set if on else self.paused.clear)()
-            log.info("pause switch %s", "ON: releasing the source" if on else "OFF: resuming")
-            self._state = "paused" if on else "running"
-            if on:
-                self._idle()
+        """The pause switch (``<prefix>/paused/set``): the run loop releases the source before the
+        next frame and drops the open window unpublished.
+
+        A flood of toggles costs neither the disk nor the journal much: the switch is written to
+        the state file at most once per ``PAUSE_WRITE_S`` (the latest value; also at exit) and a
+        change is logged at most once per ``PAUSE_WRITE_S``, the rest counted in the next line.
+        """
+        with self._pause_lock:
+            if on != self.paused.is_set():
+                (self.paused.set if on else self.paused.clear)()
+                self._pause_dirty = True
+                self._pause_changes += 1
+                self._state = "paused" if on else "running"
+                if on:
+                    self._idle()
+            self._pause_housekeeping()
         self.publisher.publish_paused(on)
         self.publisher.publish_status(self.status())
+
+    def _pause_housekeeping(self, final: bool = False) -> None:
+        """Write the pause switch and log its changes when due (``final``: now). Called with
+        ``_pause_lock`` held, or from the run loop (which takes it)."""
+        now = self.mono()
+        if self._pause_changes and (final or now - self._pause_logged >= PAUSE_WRITE_S):
+            on = self.paused.is_set()
+            more = (f" (after {self._pause_changes} changes since the last line; at most one line per "
+                    f"{PAUSE_WRITE_S:g} s)" if self._pause_changes > 1 else "")
+            log.info("pause switch %s%s", "ON: releasing the source" if on else "OFF: resuming", more)
+            self._pause_changes, self._pause_logged = 0, now
+        if self._pause_dirty and (final or now - self._pause_written >= PAUSE_WRITE_S):
+            try:
+                self.state.set(PAUSED_KEY, "1" if self.paused.is_set() else "0")
+                self._pause_dirty, self._pause_written = False, now
+            except sqlite3.Error as exc:
+                log.error("cannot store the pause switch in the state file (%s): it applies until the service "
+                          "stops", exc)
+                self._pause_written = now
+
+    def _pause_tick(self, final: bool = False) -> None:
+        if self._pause_changes or self._pause_dirty:
+            with self._pause_lock:
+                self._pause_housekeeping(final)
 
     def _idle(self) -> None:
         """Nothing is analysed (paused): status reports 0 fps and 0 ms, not the last window's."""
@@ -192,6 +229,7 @@ class Service:
                 ended, code = self._capture(live)
         finally:
             self.notifier.stopping()
+            self._pause_tick(final=True)
         if code == 0 and self.publisher.dead:
             code = self._publisher_died()
         finished = ended and not live
@@ -212,6 +250,7 @@ class Service:
         self._set_state("paused")
         self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
         while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:
+            self._pause_tick()
             self.watchdog.progress(self.mono())
 
     def _capture(self, live: bool) -> tuple[bool, int]:
@@ -228,6 +267,7 @@ class Service:
         try:
             while not self.stop_event.is_set() and not self.paused.is_set():
                 frame = capture.next_frame(POLL_S)
+                self._pause_tick()
                 now = self.mono()
                 stalled = capture.supervise(now)
                 if capture.crashed is not None:
