@@ -204,7 +204,11 @@ class Service:
     def run(self) -> int:
         """Analyse the source until it ends or a stop is requested. Returns the exit code.
 
-        Returns 1 when the capture worker or the MQTT session thread died of an unexpected
+        The final status (``finished``, else ``stopped``) and ``offline`` are published whatever
+        ends the run, an exception included.
+
+        Returns 1 when a file read once broke mid-way (after every window of the frames read
+        before the fault is published), or when the capture worker or the MQTT session thread died of an unexpected
         error (systemd restarts); the watchdog pings stop within one loop turn (``POLL_S``).
 
         Raises:
@@ -217,7 +221,7 @@ class Service:
         if self.paused.is_set():
             log.info("pause switch is ON (kept from an earlier run): the source stays closed")
         self._set_state("starting")
-        code, ended = 0, False
+        code, ended, failed = 0, False, None
         try:
             while not ended and code == 0 and not self.stop_event.is_set():
                 if self.publisher.dead:
@@ -227,16 +231,20 @@ class Service:
                     self._wait_paused()
                     continue
                 ended, code = self._capture(live)
+        except Exception as exc:  # e.g. a file that cannot be read at all: raised after the final status
+            failed = exc
         finally:
             self.notifier.stopping()
             self._pause_tick(final=True)
         if code == 0 and self.publisher.dead:
             code = self._publisher_died()
-        finished = ended and not live
+        finished = ended and not live and failed is None and code == 0
         self._set_state("finished" if finished else "stopped")
         left = self.publisher.close(FLUSH_TIMEOUT_S if finished else STOP_FLUSH_S)
         log.info("%d window(s) made, %d not acknowledged by a broker (kept in the outbox when one is configured)",
                  self.windows, left)
+        if failed is not None:
+            raise failed
         return code
 
     def _publisher_died(self) -> int:
@@ -279,6 +287,7 @@ class Service:
                     break
                 if frame is None and capture.finished:
                     ended = True
+                    code = 1 if capture.broke is not None else 0  # every window published, then exit 1
                     break
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)
