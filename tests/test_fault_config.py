@@ -90,3 +90,41 @@ def test_masking_secrets_takes_linear_time(tmp_path):
     began = time.monotonic()
     result = roompulse("--env-file", str(env_file), "check-config")
     assert result.returncode == 0 and time.monotonic() - began < 10
+
+
+def test_log_rate_limiter_reports_what_it_suppressed_without_a_later_line(tmp_path):
+    """Item 14: the count was only ever added to a later line of the same kind, which may never come."""
+    import io
+    import logging
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from device.logs import OneLine, RateLimit
+
+    now = [0.0]
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(OneLine("%(levelname)s %(message)s"))
+    limiter = RateLimit(period_s=60, burst=3, clock=lambda: now[0])
+    limiter.handler = handler
+    handler.addFilter(limiter)
+    logger = logging.getLogger("test.ratelimit")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for errno in range(10):
+            logger.error("camera read failed (errno %d)", errno)
+        assert out.getvalue().count("camera read failed") == 3
+        assert limiter.sweep() == 0  # the period is not over
+        now[0] = 61.0
+        assert limiter.sweep() == 1
+    finally:
+        logger.removeHandler(handler)
+    assert "ERROR 7 more line(s) like 'camera read failed (errno %d)' suppressed in the last 60 s" in out.getvalue()
+
+    # and at exit, through the real configuration
+    code = ("from device.logs import configure; import logging; configure('INFO'); "
+            "[logging.getLogger('x').warning('broker down %d', i) for i in range(10)]")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert "7 more line(s) like 'broker down %d' suppressed" in done.stderr, done.stderr
