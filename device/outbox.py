@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -45,7 +46,11 @@ from device.state import (
     is_full,
     kv_get,
     kv_set,
+    _lost,
+    count_queued,
     move_aside,
+    no_space,
+    read_only,
 )
 
 log = logging.getLogger(__name__)
@@ -87,7 +92,16 @@ class Outbox:
         self.max_count = max_count
         self.clock = clock
         self._lock = threading.RLock()
-        self.path, self._db = connect(state_dir)
+        self._on_disk = True  # False: running from an in-memory copy (the disk was full at start)
+        self._next_disk_try = 0.0
+        try:
+            self.path, self._db = connect(state_dir)
+        except StateError as exc:
+            if not exc.full:
+                raise
+            self.path = self.state_dir / DB_NAME
+            self._db = self._memory_copy()
+            self._on_disk = False
         try:
             self._setup(self._db)
             stored = int(kv_get(self._db, SEQ_KEY, "0"))
@@ -104,9 +118,73 @@ class Outbox:
         self._dropped_pending = 0  # of those, given up on (expired, rejected): added to the counter then
         self._memory: dict[int, Row] = {}  # could not be committed (disk full); sent from memory
         self.unstored = 0  # windows that could not be committed since start (disk full)
-        self.disk_full = False
+        self.disk_full = not self._on_disk
         self._identity = self._stat()
         self._size = self._identity[2] if self._identity else 0
+        if not self._on_disk:
+            log.error("state disk full at start: %d queued window(s) read from %s; the service runs from a copy in "
+                      "memory (new windows are lost on a restart) until space returns", self._rows, self.path)
+
+    def _memory_copy(self) -> sqlite3.Connection:
+        """An in-memory database holding what the state file holds (read without writing a byte)."""
+        mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._copied = not self.path.exists()
+        try:
+            src = read_only(self.path)
+            try:
+                src.backup(mem)
+            finally:
+                src.close()
+            self._copied = True
+        except sqlite3.Error as exc:
+            # Unreadable without writing: a new sequence (its own sequence_id) until the file is
+            # moved aside when space returns, so no seq is reused.
+            log.error("state file %s cannot be read on a full disk (%s): a new sequence begins in memory",
+                      self.path, exc)
+        mem.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        if kv_get(mem, SEQUENCE_KEY) is None:
+            kv_set(mem, SEQUENCE_KEY, secrets.token_hex(8))
+        return mem
+
+    def _try_disk(self, force: bool = False) -> None:
+        """Running from memory: when the disk has room again, write the queue to the state file
+        and carry on from there (tried at most once a second)."""
+        now = time.monotonic()
+        if not force and (now < self._next_disk_try or no_space(self.state_dir)):
+            self._next_disk_try = max(self._next_disk_try, now + 1.0)
+            return
+        self._next_disk_try = now + 1.0
+        disk = None
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            if not self._copied and self.path.exists():
+                aside = move_aside(self.path, "unread")
+                log.error("state file %s could not be read while the disk was full: moved aside to %s; %s",
+                          self.path, aside, _lost(count_queued(aside)))
+                self._copied = True
+            disk = _open(self.path)
+            self._setup(disk)
+            disk.execute("BEGIN IMMEDIATE")
+            disk.execute("DELETE FROM outbox")
+            disk.executemany("INSERT INTO outbox (seq, payload, created, topic) VALUES (?, ?, ?, ?)",
+                             self._db.execute("SELECT seq, payload, created, topic FROM outbox").fetchall())
+            for key in (SEQUENCE_KEY, DROPPED_KEY):  # the pause switch is the StateStore's own
+                value = kv_get(self._db, key)
+                if value is not None:
+                    kv_set(disk, key, value)
+            kv_set(disk, SEQ_KEY, str(self._next_seq))
+            disk.execute("COMMIT")
+        except (OSError, sqlite3.Error):
+            if disk is not None:
+                disk.close()
+            return
+        self._db.close()
+        self._db, self._on_disk = disk, True
+        stat = self._stat()
+        self._identity, self._size = stat, stat[2] if stat else 0
+        self.disk_full = False
+        log.info("state disk writable again: %d queued window(s) written to %s (%d could not be stored while it "
+                 "was full, since start)", self._rows, self.path, self.unstored)
 
     @staticmethod
     def _setup(db: sqlite3.Connection) -> None:
@@ -140,6 +218,9 @@ class Outbox:
 
     def _check_file(self) -> None:
         """Notice a state file deleted, replaced or truncated under the service and repair it."""
+        if not self._on_disk:
+            self._try_disk()
+            return
         now = self._stat()
         if now is None:
             self._rebuild("deleted")
@@ -220,7 +301,7 @@ class Outbox:
         self._rows -= gone
         self._acked.clear()
         self._dropped_pending = 0
-        if self.disk_full:
+        if self.disk_full and self._on_disk:
             self.disk_full = False
             log.info("state disk writable again: windows are committed again (%d could not be, since start)",
                      self.unstored)
@@ -264,6 +345,8 @@ class Outbox:
                     raise
                 self._committed(gone)
                 self._rows += 1 if keep else 0
+                if not self._on_disk:
+                    self.unstored += 1
 
             try:
                 self._guarded(_commit)
@@ -384,6 +467,14 @@ class Outbox:
         """Delete what was acknowledged, store the ``seq`` counter, close the database; rows not
         acknowledged stay for the next start (windows held in memory are lost, and logged)."""
         with self._lock:
+            if not self._on_disk:
+                self._try_disk(force=True)
+                left = self._rows - len(self._acked)
+                if not self._on_disk and left:
+                    log.error("state disk still full at exit: the %d queued window(s) held in memory are lost", left)
+                if not self._on_disk:
+                    self._db.close()
+                    return
             try:
                 self._check_file()
                 self._db.execute("BEGIN IMMEDIATE")

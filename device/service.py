@@ -32,7 +32,7 @@ from device.payloads import Status, engagement, utc_iso
 from device.pipeline import Analyzer
 from device.publisher import Publisher
 from device.sources import describe, make_source
-from device.state import StateStore
+from device.state import StateError, StateStore
 from device.supervisor import Capture
 from device.systemd_notify import Notifier, Watchdog
 from device.types import Frame
@@ -161,7 +161,7 @@ class Service:
             try:
                 self.state.set(PAUSED_KEY, "1" if self.paused.is_set() else "0")
                 self._pause_dirty, self._pause_written = False, now
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, StateError) as exc:
                 log.error("cannot store the pause switch in the state file (%s): it applies until the service "
                           "stops", exc)
                 self._pause_written = now

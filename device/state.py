@@ -33,7 +33,23 @@ SEQUENCE_KEY = "sequence_id"
 
 
 class StateError(RuntimeError):
-    """The state directory or database cannot be used; the message names the path."""
+    """The state directory or database cannot be used; the message names the path.
+
+    ``full`` is True when the cause is a full file system (the caller may run from memory)."""
+
+    full = False
+
+
+NO_SPACE_BYTES = 64 * 1024  # below this much free space a failed open is put down to a full disk
+
+
+def no_space(directory: Path) -> bool:
+    """True when the file system of ``directory`` has (almost) no space left for us."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < NO_SPACE_BYTES
 
 
 def is_full(exc: BaseException) -> bool:
@@ -139,11 +155,24 @@ def connect(state_dir: Path, check: bool = True) -> tuple[Path, sqlite3.Connecti
         if check:
             _sequence(db, path, lost=not existed and not damaged)
     except (OSError, sqlite3.Error) as exc:
-        raise StateError(
-            f"cannot use state file {path} ({exc}); set ROOMPULSE_STATE_DIR to a writable directory "
-            "with free space"
-        ) from None
+        error = StateError(f"cannot use state file {path} ({exc}); set ROOMPULSE_STATE_DIR to a writable "
+                           "directory with free space")
+        error.full = is_full(exc) or no_space(path.parent)
+        raise error from None
     return path, db
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only, without creating ``-wal``/``-shm`` files (a full disk).
+
+    Raises:
+        sqlite3.Error: the file cannot be read.
+    """
+    wal = Path(str(path) + "-wal")
+    mode = "ro" if wal.exists() and wal.stat().st_size > 0 else "ro&immutable=1"  # committed rows in a WAL count
+    db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, check_same_thread=False, isolation_level=None)
+    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    return db
 
 
 def _sequence(db: sqlite3.Connection, path: Path, lost: bool) -> None:
@@ -197,18 +226,36 @@ class StateStore:
 
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
-        self.path, db = connect(state_dir)
-        db.close()
+        self.path = self.state_dir / DB_NAME
+        try:
+            _, db = connect(state_dir)
+            db.close()
+        except StateError as exc:
+            if not exc.full:
+                raise
+            log.error("state disk full at start (%s): the service runs, keeping what it cannot store in memory "
+                      "until space returns", self.state_dir)
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        """The value under ``key``, or ``default`` (also when the file cannot be read).
+        """The value under ``key``, or ``default`` (also when the disk is full and the file
+        cannot be read either).
 
         Raises:
-            StateError: the state file cannot be opened at all.
+            StateError: the state file cannot be opened at all, for another reason than a full disk.
         """
-        _, db = connect(self.state_dir, check=False)
+        try:
+            _, db = connect(self.state_dir, check=False)
+        except StateError as exc:
+            if not exc.full:
+                raise
+            try:
+                db = read_only(self.path)
+            except sqlite3.Error:
+                return default
         try:
             return kv_get(db, key, default)
+        except sqlite3.Error:
+            return default
         finally:
             db.close()
 
@@ -217,7 +264,7 @@ class StateStore:
 
         Raises:
             sqlite3.OperationalError: the disk is full (see :func:`is_full`).
-            StateError: the state file cannot be opened at all.
+            StateError: the state file cannot be opened (``full`` says whether the disk is full).
         """
         _, db = connect(self.state_dir, check=False)
         try:

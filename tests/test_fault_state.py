@@ -214,17 +214,27 @@ def test_full_state_disk_keeps_the_service_running_reports_it_and_resumes(tmp_pa
         assert svc.stop() == 0, svc.stderr
         printed = svc.seqs()
         rec.wait_for(ENGAGEMENT, lambda p: len(p) >= len(printed), timeout=10)
+
+        fill(filler)  # and a start on a full disk: it used to exit 1, and systemd looped on it
+        again = ServiceProcess(fast_env(broker.port, disk / "state", ROOMPULSE_SOURCE_LOOP="false"), "--source",
+                               str(CLASSROOM), cwd=ROOT)
+        assert again.proc.wait(60) == 0, again.stderr
+        again.stop()
+        printed += again.seqs()
+        rec.wait_for(ENGAGEMENT, lambda p: len(p) >= len(printed), timeout=10)
     finally:
         svc.stop(signal.SIGKILL)
         rec.close()
         notify.close()
         broker.stop()
         subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert "state disk full at start" in again.stderr and "Traceback" not in again.stderr
+    assert len(again.seqs()) >= 5 and "held in memory are lost" not in again.stderr  # all acked before the exit
     full = [s for s in statuses() if s["disk_full"]]
     delivered, _ = deliver(rec.seqs(ENGAGEMENT))
     assert delivered == printed == list(range(len(printed)))  # sent from memory while the disk was full
     assert full and max(s["unstored"] for s in statuses()) >= 5
-    assert statuses()[-1]["disk_full"] is False and statuses()[-1]["state"] == "stopped"
+    assert statuses()[-1]["disk_full"] is True and statuses()[-1]["state"] == "finished"  # the second run
     assert any("disk_full" in m for _, m in notify.messages if m.startswith("STATUS="))
     assert "Traceback" not in svc.stderr and "state disk full" in svc.stderr
     assert "writable again" in svc.stderr
