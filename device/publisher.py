@@ -27,11 +27,11 @@ With no broker configured the payloads are only printed and nothing is queued.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
 import sys
-import json
 import threading
 import time
 from collections import deque

@@ -9,19 +9,21 @@ test_fault_state.py, so a bug is what is left to guard against).
 from __future__ import annotations
 
 import io
+import json
 import logging
+import signal
 import threading
 import time
 
 import pytest
 
-from conftest import CLASSROOM, Broker
+from conftest import CLASSROOM, ROOT, Broker, fast_env
 from device.config import Settings
 from device.publisher import Publisher
 from device.service import Service
 from device.state import StateStore
 from device.systemd_notify import Notifier
-from mqtt_helpers import Recorder
+from mqtt_helpers import Recorder, ServiceProcess
 from test_watchdog import NotifySocket
 
 WATCHDOG_USEC = 1_000_000
@@ -86,12 +88,6 @@ def _connections(svc) -> int:
 @pytest.mark.timeout(90)
 def test_two_units_with_one_device_id_back_off_and_say_so(tmp_path):
     """Item 7: they used to take the connection from each other about once a second, silently."""
-    import json
-    import signal
-
-    from conftest import ROOT, fast_env
-    from mqtt_helpers import ServiceProcess
-
     broker = Broker(tmp_path).start()
     status = Recorder(broker.port, "roompulse/test-room/status", client_id="status-watch")
     notify = NotifySocket(tmp_path / "notify.sock")
@@ -128,11 +124,6 @@ def test_two_units_with_one_device_id_back_off_and_say_so(tmp_path):
 def test_a_broker_that_keeps_dropping_the_connection_is_not_called_a_clash(tmp_path):
     """Item 14: a broker refusing our packets (here: too large for its max_packet_size) used to be
     reported as "client id in use"."""
-    import signal
-
-    from conftest import ROOT, fast_env
-    from mqtt_helpers import ServiceProcess
-
     broker = Broker(tmp_path, extra_conf="max_packet_size 200\n").start()
     svc = ServiceProcess(fast_env(broker.port, tmp_path / "state"), "--source", str(CLASSROOM), cwd=ROOT)
     try:
