@@ -23,6 +23,7 @@ from device.config import (
     load_settings,
     unknown_variables,
 )
+from device.envfile import problems as env_file_problems
 from device.logs import configure as configure_logging
 from device.models import ModelError
 from device.runtime import AcceleratorUnavailable, RuntimeUnavailable
@@ -189,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     configure_logging(settings.log_level)
     env_file = args.env_file or (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    if env_file:
+        for problem in env_file_problems(env_file):
+            log.warning("%s", problem)
     for name in unknown_variables(env_file):
         log.warning("%s is not a RoomPulse setting and is ignored", name)
     if settings.min_group_size < SMALL_GROUP_FLOOR:

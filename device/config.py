@@ -20,6 +20,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from device.envfile import read_env_file
+
 ENV_PREFIX = "ROOMPULSE_"
 DEFAULT_ENV_FILE = Path("/etc/roompulse/roompulse.env")
 EX_CONFIG = 78
@@ -35,10 +37,44 @@ def redact_url(text: str) -> str:
     IP cameras are often addressed as ``rtsp://admin:secret@camera/stream``; the password must
     not reach logs, status or ``check-config`` output.
     """
+    if "://" not in text:  # every log line passes here: most have no URL at all
+        return text
     return _URL_PASSWORD.sub(r"\1***@", text)
 
 
-_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^@\s/]*@")
+# Linear time (issue 12, item 11): a scheme starts only where no scheme character precedes it,
+# and the possessive quantifiers never give back what they matched, so no position of a long
+# value is scanned more than a few times (the old pattern rescanned the rest of the text from
+# every letter: 7.6 s for 40,000 characters).
+_URL_PASSWORD = re.compile(r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*+://[^/\s:@]++:)[^@\s/]*+@")
+
+
+# MQTT v5 section 1.5.4: a topic is a UTF-8 string with a 2-byte length, so at most 65,535 bytes.
+MQTT_TOPIC_MAX_BYTES = 65535
+LONGEST_LEAF = "/availability"  # the longest topic under ROOMPULSE_TOPIC_PREFIX (also /engagement, /paused/set)
+
+
+def topic_problem(value: str, longest_suffix: str) -> str | None:
+    """Why ``value`` cannot start MQTT topic names for publishing (None when it can).
+
+    Args:
+        value: a topic prefix.
+        longest_suffix: the longest text the device appends to it (for the length limit).
+    """
+    if "+" in value or "#" in value:
+        return "must not contain the MQTT wildcards + or # (they are for subscriptions only)"
+    if "\0" in value:
+        return "must not contain a NUL character"
+    if value.startswith("$"):
+        return "must not start with $ (topics starting with $ are reserved for the broker, e.g. $SYS)"
+    try:
+        size = len((value + longest_suffix).encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if size > MQTT_TOPIC_MAX_BYTES:
+        return (f"is too long: with {longest_suffix!r} appended it makes a {size}-byte topic, "
+                f"MQTT allows at most {MQTT_TOPIC_MAX_BYTES} bytes")
+    return None
 
 
 class ConfigError(Exception):
@@ -178,6 +214,21 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _topics(self):
+        from device.discovery import discovery_topic
+
+        problem = topic_problem(self.prefix, LONGEST_LEAF)
+        if problem:
+            which = "ROOMPULSE_TOPIC_PREFIX" if self.topic_prefix else "ROOMPULSE_DEVICE_ID (in the default topic prefix)"
+            raise ValueError(f"{which} {problem}")
+        if self.ha_discovery:
+            topic = discovery_topic(self)
+            problem = topic_problem(self.ha_prefix, topic[len(self.ha_prefix.rstrip("/")):])
+            if problem:
+                raise ValueError(f"ROOMPULSE_HA_PREFIX {problem}")
+        return self
+
+    @model_validator(mode="after")
     def _hang(self):
         if self.hang_s <= self.source_timeout_s:
             raise ValueError("ROOMPULSE_HANG_S must be larger than ROOMPULSE_SOURCE_TIMEOUT_S "
@@ -262,15 +313,15 @@ def _describe(error: dict) -> str:
 def unknown_variables(env_file: Path | None = None) -> list[str]:
     """``ROOMPULSE_*`` names in the environment or the env file that no setting reads,
     each with the closest known name when there is one (a misspelling is silently ignored
-    otherwise)."""
-    from dotenv import dotenv_values
-
+    otherwise). Names with characters no variable name may hold are reported by
+    :func:`device.envfile.problems` instead."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
+    names = set(os.environ) | (set(read_env_file(env_file)) if env_file else set())
     out = []
     for name in sorted(n for n in names if n.upper().startswith(ENV_PREFIX) and n.upper() not in known):
         close = difflib.get_close_matches(name.upper(), known, n=1)
-        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        shown = name if name.isprintable() else ascii(name)
+        out.append(f"{shown} (did you mean {close[0]}?)" if close else shown)
     return out
 
 
@@ -290,8 +341,17 @@ def load_settings(env_file: Path | None = None, **overrides) -> Settings:
         env_file = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
     elif not Path(env_file).is_file():
         raise ConfigError(f"env file {env_file} does not exist")
+    # The env file is read as systemd's EnvironmentFile= reads it (device.envfile: no ${VAR}
+    # expansion), not by pydantic-settings' dotenv reader; the environment still wins.
     try:
-        return Settings(_env_file=env_file, **overrides)
+        from_file = read_env_file(env_file) if env_file else {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {env_file}: {exc}") from None
+    in_env = {name.upper() for name in os.environ}
+    fields = {ENV_PREFIX + name.upper(): name for name in Settings.model_fields}
+    values = {fields[k.upper()]: v for k, v in from_file.items() if k.upper() in fields and k.upper() not in in_env}
+    try:
+        return Settings(_env_file=None, **{**values, **overrides})
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -47,7 +47,7 @@ class Channel:
 
 
 EXAMPLE_ENGAGEMENT = dict(
-    seq=42, window_start="2026-11-29T10:00:00Z", window_end="2026-11-29T10:01:00Z", frames_analyzed=120,
+    seq=42, sequence_id="3f9c2a7d51e0b846", window_start="2026-11-29T10:00:00Z", window_end="2026-11-29T10:01:00Z", frames_analyzed=120,
     faces_present=23, faces_present_max=25, engagement_score=0.78, suppressed=False,
 )
 

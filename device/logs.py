@@ -7,9 +7,11 @@ elsewhere they start with one.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -23,8 +25,12 @@ class RateLimit(logging.Filter):
 
     "The same" means one logger, level and format string (``record.msg`` before its
     arguments are filled in), so a camera failing every second with a changing errno
-    counts as one message. The first record after a quiet period says how many were
-    suppressed. Records below WARNING are never limited.
+    counts as one message. Records below WARNING are never limited.
+
+    What was suppressed is always reported: by the first record of that kind after its
+    period, or else by :meth:`sweep` (every ``SWEEP_S`` from a daemon thread, and at exit)
+    as one line at their level, "N more line(s) like '...' suppressed in the last P s", emitted
+    through :attr:`handler`.
 
     Args:
         period_s: length of the counting period, seconds.
@@ -38,12 +44,35 @@ class RateLimit(logging.Filter):
         self.burst = burst
         self.clock = clock
         self._seen: dict[tuple, list] = {}  # key -> [period start, count in period, suppressed]
+        self._lock = threading.Lock()
+        self.handler: logging.Handler | None = None  # where sweep() emits its summary lines
+
+    def sweep(self, everything: bool = False) -> int:
+        """Report kinds whose period is over (``everything``: all) with suppressed records;
+        returns how many summary lines were emitted."""
+        now = self.clock()
+        with self._lock:
+            due = [(k, e[2]) for k, e in self._seen.items() if e[2] and (everything or now - e[0] >= self.period_s)]
+            for key, _ in due:
+                del self._seen[key]
+        for (name, level, msg), count in due:
+            record = logging.LogRecord(name, max(level, logging.WARNING), "", 0,
+                                       "%d more line(s) like %r suppressed in the last %.0f s",
+                                       (count, msg[:200], self.period_s), None)
+            record.rate_summary = True
+            if self.handler is not None:
+                self.handler.handle(record)
+        return len(due)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING or getattr(record, "rate_summary", False):
             return True
         key = (record.name, record.levelno, str(record.msg))
         now = self.clock()
+        with self._lock:
+            return self._admit(key, now, record)
+
+    def _admit(self, key: tuple, now: float, record: logging.LogRecord) -> bool:
         entry = self._seen.get(key)
         if entry is None or now - entry[0] >= self.period_s:
             suppressed = entry[2] if entry else 0
@@ -74,9 +103,50 @@ def configure(level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     fmt = FORMAT if os.environ.get("JOURNAL_STREAM") else "%(asctime)s " + FORMAT
     handler.setFormatter(OneLine(fmt))
-    handler.addFilter(RateLimit())
+    limiter = RateLimit()
+    limiter.handler = handler
+    handler.addFilter(limiter)
+    _start_sweeper(limiter)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    install_excepthooks()
+
+
+SWEEP_S = 10.0  # how often suppressed counts whose period is over are reported
+
+
+def _start_sweeper(limiter: RateLimit) -> None:
+    """Report suppressed counts every ``SWEEP_S`` (daemon thread) and at exit."""
+    stop = threading.Event()
+
+    def _loop():
+        while not stop.wait(SWEEP_S):
+            limiter.sweep()
+
+    threading.Thread(target=_loop, name="log-sweeper", daemon=True).start()
+    atexit.register(lambda: (stop.set(), limiter.sweep(everything=True)))
+
+
+def install_excepthooks() -> None:
+    """Route uncaught exceptions (main thread and any other thread) through logging, so their
+    tracebacks reach the journal as one CRITICAL line instead of raw multi-line stderr."""
+    crash = logging.getLogger("roompulse.crash")
+
+    def _main(exc_type, exc, tb):
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        crash.critical("uncaught %s: %s", exc_type.__name__, exc, exc_info=(exc_type, exc, tb))
+
+    def _thread(args):
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        crash.critical("thread %s died of an uncaught %s: %s", name, args.exc_type.__name__, args.exc_value,
+                       exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = _main
+    threading.excepthook = _thread

@@ -31,6 +31,10 @@ class Engagement(BaseModel):
         ENGAGEMENT_SCHEMA, alias="schema", description="payload schema name and version")
     device_id: str = Field(description="the unit that measured the window")
     seq: int = Field(ge=0, description="window number; increases by one per window and survives restarts")
+    sequence_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$|^unknown$",
+        description="names the run of seq values; a new one (and seq from 0) only when the unit's state file "
+                    "was lost or damaged; de-duplicate on (device_id, sequence_id, seq)")
     window_start: str = Field(description="window start, UTC ISO-8601")
     window_end: str = Field(description="window end, UTC ISO-8601")
     frames_analyzed: int = Field(ge=0, description="frames analysed in the window")
@@ -54,11 +58,14 @@ class Engagement(BaseModel):
         return self.model_dump_json(by_alias=True)
 
 
-def engagement(device_id: str, seq: int, summary: WindowSummary, start: datetime, end: datetime) -> Engagement:
-    """Build the payload of one window; ``start``/``end`` are its wall-clock bounds."""
+def engagement(device_id: str, seq: int, summary: WindowSummary, start: datetime, end: datetime,
+               sequence_id: str) -> Engagement:
+    """Build the payload of one window; ``start``/``end`` are its wall-clock bounds, ``sequence_id``
+    the state file's (:mod:`device.state`)."""
     return Engagement(
         device_id=device_id,
         seq=seq,
+        sequence_id=sequence_id,
         window_start=utc_iso(start),
         window_end=utc_iso(end),
         frames_analyzed=summary.frames_analyzed,
@@ -83,6 +90,10 @@ class Status(BaseModel):
     inference_ms: float = Field(ge=0, description="mean detector time per analysed frame, milliseconds")
     outbox_depth: int = Field(0, ge=0, description="windows stored in the outbox, not yet acknowledged by the broker")
     dropped: int = Field(0, ge=0, description="windows dropped by the outbox bounds, expiry or broker rejection")
+    disk_full: bool = Field(False, description="true while windows cannot be written to the state disk (kept in memory)")
+    unstored: int = Field(0, ge=0, description="windows that could not be written to the state disk since start")
+    clash: bool = Field(False, description="true while another unit seems to use this unit's device_id or MQTT "
+                                           "client id (the journal says why)")
     last_publish: str | None = Field(
         None, description="when the broker last acknowledged a window, UTC ISO-8601; null if never in this run")
     version: str = Field(description="RoomPulse version")

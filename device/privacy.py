@@ -81,7 +81,8 @@ def report(settings: Settings) -> str:
         "WHAT IS STORED ON THE DEVICE",
         f"  {state} (SQLite): the engagement messages above, each with its topic, until the broker acknowledges "
         f"them, at most {settings.outbox_max_count} and at most {settings.outbox_max_age_s:g} s old; the next seq, the count "
-        "of dropped windows and the pause state. Nothing else.",
+        f"of dropped windows, the pause state and the sequence_id (also in {state}.sequence, 16 hex digits). "
+        f"A damaged state file is kept beside it as {state}.corrupt-<UTC time> for inspection. Nothing else.",
         "  logs: standard error only (the systemd journal); no images and no per-face values are logged.",
         "",
         "WHAT IS NEVER COLLECTED, STORED OR SENT",

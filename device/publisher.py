@@ -27,12 +27,14 @@ With no broker configured the payloads are only printed and nothing is queued.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TextIO
@@ -56,11 +58,15 @@ LOOP_S = 0.05  # network loop tick: the longest a new window waits before it is 
 CONNACK_TIMEOUT_S = 10.0
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason 0x8E: another client connected with our client id
 # mosquitto 2.0 drops the older of two clients with the same id without that DISCONNECT: it
-# shows as connections accepted and lost again within seconds, over and over.
-# A broker restart also ends sessions, but then the next attempt usually finds it down, which
-# resets the count.
+# shows as connections accepted and lost again within seconds, over and over, which a broker
+# refusing something we send looks like too. Such short sessions are logged (with both
+# causes) and not followed by a reconnect at 1 s: the backoff keeps doubling.
+# The certain sign of a second unit with our device_id is a status on our own status topic
+# that we did not send, made after we started and not saying that unit stopped (retained or
+# live); with the DISCONNECT above, that makes a clash (status `clash`, ERROR, STATUS=).
 SHORT_SESSION_S = 5.0
 SHORT_SESSIONS_SUSPECT = 5
+CLASH_HOLD_S = 300.0  # the clash flag stays this long after the last sign of it
 MAINTAIN_EVERY_S = 1.0
 
 
@@ -124,6 +130,11 @@ class Publisher:
         self._offline_acked = False
         self._next_maintain = 0.0
         self._next_status = 0.0
+        self.failure: BaseException | None = None  # set when the session thread died of an error
+        self._started = datetime.now(timezone.utc).replace(microsecond=0)
+        self._sent_status: deque[str] = deque(maxlen=64)  # our own status payloads, to tell others' apart
+        self._clash_until = 0.0
+        self.clash_reason: str | None = None
 
     # ---- what the service calls (any thread; never waits on the network) ----
 
@@ -142,6 +153,27 @@ class Publisher:
         return self.outbox.dropped
 
     @property
+    def sequence_id(self) -> str:
+        """The state file's ``sequence_id`` that engagement payloads carry (:mod:`device.state`)."""
+        return self.outbox.sequence_id
+
+    @property
+    def disk_full(self) -> bool:
+        """True while windows cannot be written to the state disk (they are kept in memory)."""
+        return self.outbox.disk_full
+
+    @property
+    def unstored(self) -> int:
+        """Windows that could not be written to the state disk since start."""
+        return self.outbox.unstored
+
+    @property
+    def clash(self) -> bool:
+        """True while another unit seems to use this unit's device_id or client id
+        (:attr:`clash_reason` says why; cleared ``CLASH_HOLD_S`` after the last sign)."""
+        return time.monotonic() < self._clash_until
+
+    @property
     def connected(self) -> bool:
         """True while a broker connection is accepted."""
         return self._connected.is_set()
@@ -154,8 +186,14 @@ class Publisher:
         depth = self.outbox.depth
         if depth:
             log.info("%d window(s) queued in the outbox from an earlier run: sending them first", depth)
-        self._thread = threading.Thread(target=self._run, name="mqtt-session", daemon=True)
+        self._thread = threading.Thread(target=self._run_guarded, name="mqtt-session", daemon=True)
         self._thread.start()
+
+    @property
+    def dead(self) -> bool:
+        """True when the session thread ended of an unexpected error: nothing more can be
+        delivered in this process (the service exits non-zero so systemd restarts it)."""
+        return self.failure is not None
 
     def submit(self, make: Callable[[int], Engagement]) -> Engagement:
         """Give the next window a ``seq``, commit it to the outbox, print it; returns the payload.
@@ -227,6 +265,7 @@ class Publisher:
         status = Status.model_validate({
             **base.model_dump(by_alias=True),
             "outbox_depth": self.outbox.depth, "dropped": self.outbox.dropped,
+            "disk_full": self.outbox.disk_full, "unstored": self.outbox.unstored, "clash": self.clash,
             "last_publish": self._last_publish, "timestamp": utc_iso(datetime.now(timezone.utc)),
         })
         self._set_retained(self.topic("status"), status, force=True)
@@ -256,6 +295,17 @@ class Publisher:
             self._maintain()
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
+    def _run_guarded(self) -> None:
+        """The session thread: :meth:`_run`, with any error it or a paho callback raises
+        logged with its traceback and kept in :attr:`failure` for the service to act on."""
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - the service must learn of any death
+            self.failure = exc
+            self._connected.clear()
+            log.critical("MQTT session thread died (%s: %s): nothing can be delivered any more",
+                         type(exc).__name__, exc, exc_info=True)
+
     def _run(self) -> None:
         s = self.settings
         delay = 1.0
@@ -270,8 +320,10 @@ class Publisher:
             else:
                 began = time.monotonic()
                 if self._session(client):
-                    self._note_session(time.monotonic() - began)
-                    delay = 1.0
+                    lasted = time.monotonic() - began
+                    self._note_session(lasted)
+                    if lasted >= SHORT_SESSION_S and not self.clash:
+                        delay = 1.0  # a connection that held: reconnect at once; else keep backing off
                     if self._done():
                         break
                     log.warning("MQTT connection to %s:%d lost; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
@@ -288,18 +340,29 @@ class Publisher:
             self._sleep(delay)
             delay = min(delay * 2, s.mqtt_reconnect_max_s)
 
-    def _client_id_clash(self) -> None:
-        log.error("MQTT client id %r seems to be in use by another connection (the broker keeps dropping this "
-                  "one for it): every unit needs its own ROOMPULSE_DEVICE_ID or ROOMPULSE_MQTT_CLIENT_ID",
-                  self.settings.client_id)
+    def _clash(self, why: str) -> None:
+        """A sign that another unit uses our device_id or client id: flag it (status, STATUS=) and
+        say so in the journal (once per episode; the logging rate limit covers repeats)."""
+        first = not self.clash
+        self._clash_until = time.monotonic() + CLASH_HOLD_S
+        self.clash_reason = why
+        if first:
+            log.error("CLASH: %s. Two units with the same ROOMPULSE_DEVICE_ID (or ROOMPULSE_MQTT_CLIENT_ID) take "
+                      "the broker connection from each other and mix their seq on one topic: give every unit its "
+                      "own. Reconnecting with backoff (up to ROOMPULSE_MQTT_RECONNECT_MAX_S=%g s)", why,
+                      self.settings.mqtt_reconnect_max_s)
+        self._refresh_status()
 
     def _note_session(self, lasted_s: float) -> None:
-        """Count connections lost within seconds of being accepted; a run of them means a clash."""
+        """Count connections lost within seconds of being accepted and say so after a run of them."""
         if self._done():
             return
         self._short_sessions = self._short_sessions + 1 if lasted_s < SHORT_SESSION_S else 0
         if self._short_sessions == SHORT_SESSIONS_SUSPECT:
-            self._client_id_clash()
+            log.error("the broker accepted and then closed the MQTT connection within %.0f s, %d times in a row: "
+                      "another connection may be using client id %r (every unit needs its own ROOMPULSE_DEVICE_ID "
+                      "or ROOMPULSE_MQTT_CLIENT_ID), or the broker refuses something this unit sends (its log says "
+                      "which); backing off", SHORT_SESSION_S, SHORT_SESSIONS_SUSPECT, self.settings.client_id)
 
     def _new_client(self) -> mqtt.Client:
         s = self.settings
@@ -355,6 +418,8 @@ class Publisher:
             todo = [(t, self._retained[t]) for t in self._retained if t in self._dirty]
             self._dirty.clear()
         for topic, payload in todo:  # not under self._lock: paho takes its own locks
+            if topic == self.topic("status"):
+                self._sent_status.append(payload)
             client.publish(topic, payload, qos=QOS, retain=True)
 
     def _pump(self, client: mqtt.Client) -> None:
@@ -384,6 +449,19 @@ class Publisher:
             self._inflight[info.mid] = row.seq
             self._handed = row.seq
 
+    def _foreign_status(self, text: str) -> None:
+        """A status on our own status topic: ours, an earlier run's, or another unit's (a clash)."""
+        if not text or text in self._sent_status:
+            return
+        try:
+            other = json.loads(text)
+            made = datetime.strptime(other["timestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except (ValueError, KeyError, TypeError):
+            return
+        if made > self._started and other.get("state") not in ("stopped", "finished"):
+            self._clash(f"another unit publishes its status on {self.topic('status')} (state "
+                        f"{other.get('state')!r} at {other['timestamp']}, after this one started)")
+
     # ---- paho callbacks: all run in the session thread, inside client.loop() ----
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -396,7 +474,7 @@ class Publisher:
         self._accepted = True
         self._connected.set()
         log.info("connected to MQTT broker %s:%d as %s", s.mqtt_host, s.port, s.client_id)
-        topics = [(self.topic("paused/set"), QOS)]
+        topics = [(self.topic("paused/set"), QOS), (self.topic("status"), QOS)]
         if s.ha_discovery:
             topics.append((f"{s.ha_prefix.rstrip('/')}/status", QOS))
         client.subscribe(topics)
@@ -407,7 +485,8 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._connected.clear()
         if getattr(reason_code, "value", reason_code) == SESSION_TAKEN_OVER:
-            self._client_id_clash()
+            self._clash(f"the broker gave client id {self.settings.client_id!r} to another connection "
+                        "(session taken over)")
         elif reason_code != 0 and self._accepted:
             log.warning("MQTT connection lost (%s)", reason_code)
 
@@ -426,8 +505,16 @@ class Publisher:
 
     def _on_message(self, client, userdata, message):
         text = message.payload.decode("utf-8", "replace").strip()
-        if message.topic == self.topic("paused/set"):
-            if text.upper() not in ("ON", "OFF"):
+        if message.topic == self.topic("status"):
+            self._foreign_status(text)
+        elif message.topic == self.topic("paused/set"):
+            if message.retain:
+                # A command kept by the broker (published with the retain flag) would act again at
+                # every reconnect, even after a later OFF: commands act only when they are sent.
+                log.warning("ignored a retained %r on %s: commands act only when sent, never from a retained "
+                            "message; clear it with: mosquitto_pub -h BROKER -r -n -t %s", text[:20],
+                            message.topic, message.topic)
+            elif text.upper() not in ("ON", "OFF"):
                 log.warning("ignored %r on %s: expected ON or OFF", text[:20], message.topic)
             elif self.on_pause is not None:
                 self.on_pause(text.upper() == "ON")

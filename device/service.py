@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from device.payloads import Status, engagement, utc_iso
 from device.pipeline import Analyzer
 from device.publisher import Publisher
 from device.sources import describe, make_source
-from device.state import StateStore
+from device.state import StateError, StateStore
 from device.supervisor import Capture
 from device.systemd_notify import Notifier, Watchdog
 from device.types import Frame
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 30.0  # a finished file source waits this long for the broker's acknowledgements
 STOP_FLUSH_S = 5.0  # a stop signal waits at most this long (systemd's stop timeout is longer)
 PAUSED_KEY = "paused"
+PAUSE_WRITE_S = 1.0  # the pause switch is written (and its changes logged) at most once a second
 POLL_S = 0.25  # longest wait for a frame before the loop supervises and pings anyway
 
 
@@ -74,11 +76,16 @@ class Service:
         self.capture_factory = capture_factory or default_capture
         self.stop_event = threading.Event()
         self.paused = threading.Event()  # the pause switch: source released, nothing analysed
+        self._pause_lock = threading.Lock()
+        self._pause_dirty = False  # changed since it was last written to the state file
+        self._pause_changes = 0  # changes not logged yet
+        self._pause_logged = self._pause_written = float("-inf")
         if state.get(PAUSED_KEY) == "1":
             self.paused.set()
         publisher.on_pause = self.set_paused
         self.windows = 0
         self._state = "starting"
+        self._notified = ""
         self._fps = 0.0
         self._inference_ms: list[float] = []
         self._clock = WallClock(live=True, wall=wall, mono=mono)
@@ -94,6 +101,9 @@ class Service:
             inference_ms=round(mean_ms, 1),
             outbox_depth=self.publisher.depth,
             dropped=self.publisher.dropped,
+            disk_full=self.publisher.disk_full,
+            unstored=self.publisher.unstored,
+            clash=self.publisher.clash,
             version=__version__,
             timestamp=utc_iso(self._clock.now()),
             clock_synced=clock_synchronized(),
@@ -104,20 +114,62 @@ class Service:
             log.info("state: %s", state)
         self._state = state
         self.publisher.publish_status(self.status())
-        self.notifier.status(state)
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        """systemd ``STATUS=``: the state, and any fault an operator must see in ``systemctl status``."""
+        text = self._state
+        if self.publisher.disk_full:
+            text += f"; disk_full: {self.publisher.unstored} window(s) not written to the state disk"
+        if self.publisher.clash:
+            text += f"; CLASH: {self.publisher.clash_reason}"
+        if text != self._notified:
+            self._notified = text
+            self.notifier.status(text)
 
     def set_paused(self, on: bool) -> None:
-        """The pause switch (``<prefix>/paused/set``): persisted at once; the run loop releases
-        the source before the next frame and drops the open window unpublished."""
-        if on != self.paused.is_set():
-            self.state.set(PAUSED_KEY, "1" if on else "0")
-            (self.paused.set if on else self.paused.clear)()
-            log.info("pause switch %s", "ON: releasing the source" if on else "OFF: resuming")
-            self._state = "paused" if on else "running"
-            if on:
-                self._idle()
+        """The pause switch (``<prefix>/paused/set``): the run loop releases the source before the
+        next frame and drops the open window unpublished.
+
+        A flood of toggles costs neither the disk nor the journal much: the switch is written to
+        the state file at most once per ``PAUSE_WRITE_S`` (the latest value; also at exit) and a
+        change is logged at most once per ``PAUSE_WRITE_S``, the rest counted in the next line.
+        """
+        with self._pause_lock:
+            if on != self.paused.is_set():
+                (self.paused.set if on else self.paused.clear)()
+                self._pause_dirty = True
+                self._pause_changes += 1
+                self._state = "paused" if on else "running"
+                if on:
+                    self._idle()
+            self._pause_housekeeping()
         self.publisher.publish_paused(on)
         self.publisher.publish_status(self.status())
+
+    def _pause_housekeeping(self, final: bool = False) -> None:
+        """Write the pause switch and log its changes when due (``final``: now). Called with
+        ``_pause_lock`` held, or from the run loop (which takes it)."""
+        now = self.mono()
+        if self._pause_changes and (final or now - self._pause_logged >= PAUSE_WRITE_S):
+            on = self.paused.is_set()
+            more = (f" (after {self._pause_changes} changes since the last line; at most one line per "
+                    f"{PAUSE_WRITE_S:g} s)" if self._pause_changes > 1 else "")
+            log.info("pause switch %s%s", "ON: releasing the source" if on else "OFF: resuming", more)
+            self._pause_changes, self._pause_logged = 0, now
+        if self._pause_dirty and (final or now - self._pause_written >= PAUSE_WRITE_S):
+            try:
+                self.state.set(PAUSED_KEY, "1" if self.paused.is_set() else "0")
+                self._pause_dirty, self._pause_written = False, now
+            except (sqlite3.Error, StateError) as exc:
+                log.error("cannot store the pause switch in the state file (%s): it applies until the service "
+                          "stops", exc)
+                self._pause_written = now
+
+    def _pause_tick(self, final: bool = False) -> None:
+        if self._pause_changes or self._pause_dirty:
+            with self._pause_lock:
+                self._pause_housekeeping(final)
 
     def _idle(self) -> None:
         """Nothing is analysed (paused): status reports 0 fps and 0 ms, not the last window's."""
@@ -126,10 +178,12 @@ class Service:
 
     def _emit(self, summary: WindowSummary) -> None:
         start, end = self._clock.to_wall(summary.start, summary.end)
-        self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end))
+        self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end,
+                                                     self.publisher.sequence_id))
         self.windows += 1
         self._fps = summary.frames_analyzed / max(summary.end - summary.start, 1e-6)
         self.publisher.publish_status(self.status())
+        self._notify_status()
         self._inference_ms.clear()
 
     def _analyse(self, frame: Frame, aggregator: WindowAggregator) -> None:
@@ -150,7 +204,12 @@ class Service:
     def run(self) -> int:
         """Analyse the source until it ends or a stop is requested. Returns the exit code.
 
-        Returns 1 when the capture worker died of an unexpected error (systemd restarts).
+        The final status (``finished``, else ``stopped``) and ``offline`` are published whatever
+        ends the run, an exception included.
+
+        Returns 1 when a file read once broke mid-way (after every window of the frames read
+        before the fault is published), or when the capture worker or the MQTT session thread died of an unexpected
+        error (systemd restarts); the watchdog pings stop within one loop turn (``POLL_S``).
 
         Raises:
             device.sources.SourceError: a file read once cannot be read.
@@ -162,27 +221,44 @@ class Service:
         if self.paused.is_set():
             log.info("pause switch is ON (kept from an earlier run): the source stays closed")
         self._set_state("starting")
-        code, ended = 0, False
+        code, ended, failed = 0, False, None
         try:
             while not ended and code == 0 and not self.stop_event.is_set():
+                if self.publisher.dead:
+                    code = self._publisher_died()
+                    break
                 if self.paused.is_set():
                     self._wait_paused()
                     continue
                 ended, code = self._capture(live)
+        except Exception as exc:  # e.g. a file that cannot be read at all: raised after the final status
+            failed = exc
         finally:
             self.notifier.stopping()
-        finished = ended and not live
+            self._pause_tick(final=True)
+        if code == 0 and self.publisher.dead:
+            code = self._publisher_died()
+        finished = ended and not live and failed is None and code == 0
         self._set_state("finished" if finished else "stopped")
         left = self.publisher.close(FLUSH_TIMEOUT_S if finished else STOP_FLUSH_S)
         log.info("%d window(s) made, %d not acknowledged by a broker (kept in the outbox when one is configured)",
                  self.windows, left)
+        if failed is not None:
+            raise failed
         return code
+
+    def _publisher_died(self) -> int:
+        """The MQTT session thread is gone: stop pinging the watchdog and end with exit code 1."""
+        log.critical("exiting with code 1 so systemd restarts the service (the MQTT session thread died: %r)",
+                     self.publisher.failure)
+        return 1
 
     def _wait_paused(self) -> None:
         self._idle()
         self._set_state("paused")
         self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
-        while self.paused.is_set() and not self.stop_event.wait(POLL_S):
+        while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:
+            self._pause_tick()
             self.watchdog.progress(self.mono())
 
     def _capture(self, live: bool) -> tuple[bool, int]:
@@ -199,14 +275,19 @@ class Service:
         try:
             while not self.stop_event.is_set() and not self.paused.is_set():
                 frame = capture.next_frame(POLL_S)
+                self._pause_tick()
                 now = self.mono()
                 stalled = capture.supervise(now)
                 if capture.crashed is not None:
                     log.critical("capture thread died: %r; exiting so systemd restarts the service", capture.crashed)
                     code = 1
                     break
+                if self.publisher.dead:
+                    code = self._publisher_died()
+                    break
                 if frame is None and capture.finished:
                     ended = True
+                    code = 1 if capture.broke is not None else 0  # every window published, then exit 1
                     break
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)

@@ -134,6 +134,7 @@ class _Worker:
     thread: threading.Thread | None = None
     busy_since: float | None = None
     repeats: int = 0
+    read: int = 0  # frames read from the source
     ended: bool = False
     error: SourceError | None = None
     crashed: BaseException | None = None
@@ -154,7 +155,9 @@ class Capture:
         hang_s: seconds inside one source call after which :meth:`healthy` is False
             (``ROOMPULSE_HANG_S``).
         supervised: False for a file read once: no stall handling, the end of the file
-            ends the capture, and an open or read error is raised by :meth:`supervise`.
+            ends the capture; an error before the first frame is raised by :meth:`supervise`,
+            one after it (a file that breaks mid-way) ends the capture like the end of the
+            file once the frames read before it are taken, and is kept in :attr:`broke`.
         backoff_base_s, backoff_max_s: first and longest delay before a re-open, seconds.
         mono: the monotonic clock (seconds), injectable for tests.
     """
@@ -175,6 +178,7 @@ class Capture:
         self.stalls = 0
         self.repeats = 0  # repeated pictures dropped, all sources together
         self.crashed: BaseException | None = None
+        self.broke: SourceError | None = None  # an unsupervised file that failed after its first frame
         self.last_fresh = mono()
         self._attempt = 0
         self._reopen_at: float | None = None
@@ -200,6 +204,7 @@ class Capture:
                 if frame is None:
                     worker.ended = True
                     break
+                worker.read += 1
                 if not worker.stop.is_set() and throttle.keep(frame.timestamp):
                     self._offer(worker, frame)
         except SourceError as exc:
@@ -257,7 +262,7 @@ class Capture:
     def finished(self) -> bool:
         """An unsupervised file has been read to its end and its last frame taken."""
         w = self._worker
-        return (not self.supervised and w is not None and w.ended and not w.alive
+        return (not self.supervised and w is not None and (w.ended or self.broke is not None) and not w.alive
                 and self.handoff.empty)
 
     def supervise(self, now: float) -> bool:
@@ -274,7 +279,12 @@ class Capture:
         self._left_behind = [old for old in self._left_behind if old.alive]
         if not self.supervised:
             if w.error is not None and not w.alive:
-                raise w.error
+                if not w.read:
+                    raise w.error
+                if self.broke is None:
+                    self.broke = w.error
+                    log.error("%s broke after %d frame(s): %s; the windows of the frames read are published",
+                              w.source.name, w.read, w.error)
             return False
         if self._reopen_at is None:
             quiet = now - max(self.last_fresh, w.started)

@@ -48,7 +48,7 @@ def child(port: int, state: Path, windows: int, rate: float) -> None:
     rss_start = 0
     began = time.monotonic()
     for i in range(windows):
-        publisher.submit(lambda seq: engagement("soak", seq, summary, now, now))
+        publisher.submit(lambda seq: engagement("soak", seq, summary, now, now, publisher.sequence_id))
         if i == 100:
             rss_start = proc.memory_info().rss
         delay = began + (i + 1) / rate - time.monotonic()

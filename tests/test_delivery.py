@@ -154,7 +154,7 @@ def test_message_expiry_drops_stale_windows_sends_fresh_ones_with_expiry_and_sta
     now = datetime.now(timezone.utc)
     stale = Outbox(tmp_path, max_age_s=3600, max_count=100, clock=lambda: time.time() - 100)
     for _ in range(3):  # queued 100 s ago by an earlier run
-        stale.add(lambda seq: engagement("exp", seq, summary, now, now).to_json())
+        stale.add(lambda seq: engagement("exp", seq, summary, now, now, stale.sequence_id).to_json())
     stale.close()
 
     broker = Broker(tmp_path).start()
@@ -176,7 +176,7 @@ def test_message_expiry_drops_stale_windows_sends_fresh_ones_with_expiry_and_sta
         publisher.start()
         publisher.publish_status(Status(state="running", accelerator="cpu", fps=2.0, inference_ms=50.0,
                                         version="test", timestamp="2026-11-29T00:00:00Z"))
-        publisher.submit(lambda seq: engagement("exp", seq, summary, now, now))
+        publisher.submit(lambda seq: engagement("exp", seq, summary, now, now, publisher.sequence_id))
         time.sleep(1.6)
         dropped = publisher.dropped
     finally:

@@ -62,7 +62,7 @@ def test_discovery_has_every_required_field_is_resent_on_ha_online_and_suppresse
         rogue = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="roompulse-test-room")
         rogue.connect("127.0.0.1", broker.port)
         rogue.loop_start()
-        svc.wait_until(lambda: "seems to be in use by another connection" in svc.stderr, timeout=30,
+        svc.wait_until(lambda: "may be using client id" in svc.stderr, timeout=30,
                        what="client id collision logged")
         rogue.disconnect()
         rogue.loop_stop()

@@ -13,7 +13,7 @@ from mqtt_helpers import Recorder
 
 PREFIX = "roompulse/test-room"
 ENGAGEMENT_KEYS = {
-    "schema", "device_id", "seq", "window_start", "window_end", "frames_analyzed",
+    "schema", "device_id", "seq", "sequence_id", "window_start", "window_end", "frames_analyzed",
     "faces_present", "faces_present_max", "engagement_score", "suppressed",
 }
 

@@ -1,0 +1,61 @@
+"""Issue 12, item 13: a video file that breaks mid-way. Real (truncated) MP4, real decoder,
+real model, real mosquitto."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import CLASSROOM_MP4, Broker, roompulse, service_env
+from device.sources import SourceError
+from device.sources.files import read_file
+from mqtt_helpers import Recorder
+
+PREFIX = "roompulse/test-room"
+
+
+def decodable(path) -> int:
+    """Frames the decoder delivers before the file breaks (what ``roompulse analyze`` prints)."""
+    n = 0
+    try:
+        for _ in read_file(path):
+            n += 1
+    except SourceError:
+        pass
+    return n
+
+
+def run_file(tmp_path, path):
+    broker = Broker(tmp_path).start()
+    rec = Recorder(broker.port, f"{PREFIX}/#")
+    try:
+        result = roompulse("run", "--source", str(path), env=service_env(broker.port, tmp_path / "state"))
+        rec.wait_for(f"{PREFIX}/availability", lambda p: p and p[-1] == "offline", timeout=10)
+        windows = [json.loads(p) for p in rec.on(f"{PREFIX}/engagement")]
+        status = [json.loads(p) for p in rec.on(f"{PREFIX}/status")]
+    finally:
+        rec.close()
+        broker.stop()
+    return result, windows, status
+
+
+def test_file_that_breaks_mid_way_publishes_every_window_and_a_final_status(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    data = CLASSROOM_MP4.read_bytes()
+    broken.write_bytes(data[: int(len(data) * 0.7)])  # the card or the copy ended early
+    frames = decodable(broken)
+    assert 10 <= frames < 45
+    result, windows, status = run_file(tmp_path, broken)
+    assert result.returncode == 1, result.stderr
+    assert sum(w["frames_analyzed"] for w in windows) == frames  # every decoded frame is in a published window
+    assert [w["seq"] for w in windows] == list(range(len(windows)))
+    assert f"broke after {frames} frame(s)" in result.stderr and "Traceback" not in result.stderr
+    assert status[-1]["state"] == "stopped"
+
+
+def test_file_that_cannot_be_read_at_all_still_leaves_a_final_status(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(CLASSROOM_MP4.read_bytes()[:2000])
+    result, windows, status = run_file(tmp_path, bad)
+    assert result.returncode == 1 and windows == []
+    assert "roompulse:" in result.stderr and "Traceback" not in result.stderr
+    assert status and status[-1]["state"] == "stopped"  # not left at "starting" or "running"
