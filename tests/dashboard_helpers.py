@@ -30,12 +30,14 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from device.payloads import Engagement, utc_iso  # noqa: E402
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+# The run of seq values every simulated unit is in (a unit's state file names its own).
+SEQUENCE_ID = "0123456789abcdef"
 
 
 def window(device_id: str, seq: int, start: datetime, length_s: float, faces: int, score: float | None,
            frames: int = 120) -> Engagement:
     """A real ``roompulse.engagement/1`` payload; ``score=None`` makes it suppressed."""
-    return Engagement(device_id=device_id, seq=seq, window_start=utc_iso(start),
+    return Engagement(device_id=device_id, seq=seq, sequence_id=SEQUENCE_ID, window_start=utc_iso(start),
                       window_end=utc_iso(start + timedelta(seconds=length_s)), frames_analyzed=frames,
                       faces_present=faces, faces_present_max=faces + 1, engagement_score=score,
                       suppressed=score is None)
