@@ -293,7 +293,7 @@ def run_aim(settings: Settings, as_lines: bool = False, out: TextIO | None = Non
 
     def factory():
         return make_source(settings.source, loop=settings.source_loop, size=settings.camera_wh,
-                           timeout_s=settings.source_timeout_s)
+                           timeout_s=settings.source_timeout_s, max_size=settings.max_frame_wh)
 
     # ROOMPULSE_FPS's upper bound: every frame of a camera up to 60/s is offered, the
     # analysis takes the newest.

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     source_loop: bool = Field(False, description="repeat a file source forever (demos, soak tests)")
     camera_size: str = Field("1280x720", pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$",
                              description="picamera2 main stream size, WIDTHxHEIGHT in pixels")
+    # The largest model input (models/README.md): a larger frame would be scaled down to it anyway.
+    max_frame_size: str = Field("1920x1088", pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$",
+                                description="files and streams with larger frames are scaled down to fit at "
+                                            "decode time (aspect kept), WIDTHxHEIGHT in pixels")
     source_timeout_s: float = Field(10.0, gt=0, le=300,
                                     description="open and read timeout of V4L2 devices and streams, seconds")
     stall_s: float = Field(8.0, gt=0, le=3600,
@@ -234,6 +238,12 @@ class Settings(BaseSettings):
             raise ValueError("ROOMPULSE_HANG_S must be larger than ROOMPULSE_SOURCE_TIMEOUT_S "
                              "(a read that times out normally is not a hang)")
         return self
+
+    @property
+    def max_frame_wh(self) -> tuple[int, int]:
+        """``max_frame_size`` as (width, height) pixels."""
+        width, height = self.max_frame_size.split("x")
+        return int(width), int(height)
 
     @property
     def camera_wh(self) -> tuple[int, int]:

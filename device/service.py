@@ -325,7 +325,7 @@ def default_capture(settings: Settings) -> Capture:
 
     def factory():
         return make_source(settings.source, loop=settings.source_loop, size=settings.camera_wh,
-                           timeout_s=settings.source_timeout_s)
+                           timeout_s=settings.source_timeout_s, max_size=settings.max_frame_wh)
 
     return Capture(factory, settings.fps, stall_s=settings.stall_s, hang_s=settings.hang_s,
                    supervised=supervised, backoff_max_s=settings.reopen_backoff_max_s)

@@ -94,7 +94,7 @@ def describe(spec: str) -> str:
 
 
 def make_source(spec: str, *, loop: bool = False, size: tuple[int, int] = (1280, 720),
-                timeout_s: float = 10.0) -> FrameSource:
+                timeout_s: float = 10.0, max_size: tuple[int, int] | None = None) -> FrameSource:
     """A new, unopened source for ``spec`` (``ROOMPULSE_SOURCE``).
 
     Args:
@@ -102,6 +102,7 @@ def make_source(spec: str, *, loop: bool = False, size: tuple[int, int] = (1280,
         loop: repeat a file forever, paced at its own frame rate like a camera.
         size: picamera2 main-stream (width, height) in pixels.
         timeout_s: open and read timeout of V4L2 devices and streams, seconds.
+        max_size: files and streams with larger frames are scaled down to fit at decode time.
     """
     kind = describe(spec)
     if kind == "picamera2":
@@ -111,10 +112,10 @@ def make_source(spec: str, *, loop: bool = False, size: tuple[int, int] = (1280,
     if kind == "file":
         from device.sources.files import FileSource
 
-        return FileSource(spec, loop=loop)
+        return FileSource(spec, loop=loop, max_size=max_size)
     from device.sources.av_live import AvLiveSource
 
-    return AvLiveSource(spec, timeout_s=timeout_s)
+    return AvLiveSource(spec, timeout_s=timeout_s, max_size=max_size)
 
 
 __all__ = ["FrameSource", "SourceError", "SourceUnavailable", "describe", "make_source", "preflight"]

@@ -22,13 +22,15 @@ class AvLiveSource(FrameSource):
         timeout_s: longest wait, seconds, for the open and then for each read; FFmpeg's
             interrupt callback aborts the blocking call and PyAV raises, so a dead camera
             or network never blocks the capture thread for longer than this.
+        max_size: ``(width, height)``: larger frames are scaled down at decode time.
     """
 
-    def __init__(self, spec: str, timeout_s: float = 10.0):
+    def __init__(self, spec: str, timeout_s: float = 10.0, max_size: tuple[int, int] | None = None):
         self.kind = describe(spec)
         self.name = f"/dev/video{spec}" if spec.isdigit() else spec
         self.shown = redact_url(self.name)  # what messages say: no camera password
         self.timeout_s = timeout_s
+        self._to_rgb = RgbConverter(self.shown, max_size)
         self._container = None
         self._frames: Iterator | None = None
         self._index = 0
@@ -61,7 +63,7 @@ class AvLiveSource(FrameSource):
             raise SourceError(redact_url(f"{self.kind} source {self.shown} failed: {exc}")) from None
         if frame is None:
             return None
-        out = Frame(frame.to_ndarray(format="rgb24"), time.monotonic(), self._index)
+        out = Frame(self._to_rgb(frame), time.monotonic(), self._index)
         self._index += 1
         return out
 

@@ -13,14 +13,20 @@ from pathlib import Path
 import av
 
 from device.sources import FrameSource, SourceError
+from device.sources.pyav import RgbConverter
 from device.types import Frame
 
 # Demuxers that FFmpeg falls back to for files that hold no picture (text, raw data).
 NOT_PICTURES = {"tty", "data", "bin"}
 
 
-def read_file(path: str | Path) -> Iterator[Frame]:
+def read_file(path: str | Path, max_size: tuple[int, int] | None = None) -> Iterator[Frame]:
     """Decode every frame of an image, GIF or video file.
+
+    Args:
+        path: the file.
+        max_size: ``(width, height)``, pixels: larger frames are scaled down, aspect kept,
+            at decode time (:class:`device.sources.pyav.RgbConverter`); None keeps every size.
 
     Yields:
         :class:`Frame` with RGB uint8 (H, W, 3) and ``timestamp`` = presentation time in
@@ -43,20 +49,21 @@ def read_file(path: str | Path) -> Iterator[Frame]:
         if not container.streams.video or container.format.name in NOT_PICTURES:
             raise SourceError(f"{path}: not an image or video file (no picture stream; found {container.format.name})")
         stream = container.streams.video[0]
+        to_rgb = RgbConverter(str(path), max_size)
         try:
             for index, frame in enumerate(container.decode(stream)):
                 stamp = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1)
-                yield Frame(frame.to_ndarray(format="rgb24"), stamp, index)
+                yield Frame(to_rgb(frame), stamp, index)
         except av.FFmpegError as exc:
             raise SourceError(f"{path}: cannot decode ({exc})") from None
 
 
-def loop_file(path: str | Path) -> Iterator[Frame]:
+def loop_file(path: str | Path, max_size: tuple[int, int] | None = None) -> Iterator[Frame]:
     """:func:`read_file` over and over, timestamps continuing across loops."""
     offset, index = 0.0, 0
     while True:
         last, step = None, 0.0
-        frames = read_file(path)
+        frames = read_file(path, max_size)
         try:
             for frame in frames:
                 if last is not None:
@@ -97,12 +104,14 @@ class FileSource(FrameSource):
     Args:
         path: image, GIF or video file.
         loop: repeat forever, paced and stamped like a live camera (demos, soaks).
+        max_size: larger frames are scaled down at decode time (see :func:`read_file`).
     """
 
-    def __init__(self, path: str | Path, loop: bool = False):
+    def __init__(self, path: str | Path, loop: bool = False, max_size: tuple[int, int] | None = None):
         self.path = Path(path)
         self.name = str(path)
         self.live = loop
+        self.max_size = max_size
         self._frames: Generator[Frame, None, None] | None = None
 
     def open(self) -> None:
@@ -111,7 +120,7 @@ class FileSource(FrameSource):
         Raises:
             SourceError: see :func:`read_file`.
         """
-        frames = paced(loop_file(self.path)) if self.live else read_file(self.path)
+        frames = paced(loop_file(self.path, self.max_size)) if self.live else read_file(self.path, self.max_size)
         # Decode the first frame now so a bad file fails here, not on the first read.
         try:
             first = next(frames)
