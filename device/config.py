@@ -359,7 +359,9 @@ def load_settings(env_file: Path | None = None, **overrides) -> Settings:
         raise ConfigError(f"cannot read env file {env_file}: {exc}") from None
     in_env = {name.upper() for name in os.environ}
     fields = {ENV_PREFIX + name.upper(): name for name in Settings.model_fields}
-    values = {fields[k.upper()]: v for k, v in from_file.items() if k.upper() in fields and k.upper() not in in_env}
+    # VARIABLE= in the file means the default, as an empty environment variable does (env_ignore_empty).
+    values = {fields[k.upper()]: v for k, v in from_file.items()
+              if k.upper() in fields and k.upper() not in in_env and v != ""}
     try:
         return Settings(_env_file=None, **{**values, **overrides})
     except ValidationError as exc:
