@@ -9,6 +9,7 @@ import av
 
 from device.config import redact_url
 from device.sources import FrameSource, SourceError, describe
+from device.sources.pyav import RgbConverter
 from device.types import Frame
 
 
