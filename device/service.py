@@ -35,6 +35,7 @@ from device.sources import describe, make_source
 from device.state import StateError, StateStore
 from device.supervisor import Capture
 from device.systemd_notify import Notifier, Watchdog
+from device.trouble import Trouble, TroubleLog, broker_line, camera_line
 from device.types import Frame
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class Service:
         self._fps = 0.0
         self._inference_ms: list[float] = []
         self._clock = WallClock(live=True, wall=wall, mono=mono)
+        self._broker_log, self._camera_log = TroubleLog("MQTT broker"), TroubleLog("camera", mono=mono)
+        self._trouble_text = ""  # the lasting faults' lines, for STATUS=
 
     def status(self) -> Status:
         """The current health message."""
@@ -123,9 +126,21 @@ class Service:
             text += f"; disk_full: {self.publisher.unstored} window(s) not written to the state disk"
         if self.publisher.clash:
             text += f"; CLASH: {self.publisher.clash_reason}"
+        text += self._trouble_text
         if text != self._notified:
             self._notified = text
             self.notifier.status(text)
+
+    def _watch_trouble(self, camera: Trouble | None = None) -> None:
+        """Every loop turn: lasting faults of the broker (the publisher's) and of the camera
+        (``camera``, the capture's) go into ``STATUS=`` and the journal (:mod:`device.trouble`)."""
+        broker = self.publisher.trouble
+        lines = [broker_line(broker, self.publisher.depth) if broker else None,
+                 camera_line(camera, self.wall, self.mono) if camera else None]
+        self._broker_log.update(broker, lines[0])
+        self._camera_log.update(camera, lines[1])
+        self._trouble_text = "".join(f"; {line}" for line in lines if line)
+        self._notify_status()
 
     def set_paused(self, on: bool) -> None:
         """The pause switch (``<prefix>/paused/set``): the run loop releases the source before the
@@ -259,6 +274,7 @@ class Service:
         self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
         while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:
             self._pause_tick()
+            self._watch_trouble()
             self.watchdog.progress(self.mono())
 
     def _capture(self, live: bool) -> tuple[bool, int]:
@@ -291,6 +307,7 @@ class Service:
                     break
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)
+                self._watch_trouble(capture.trouble(now))
                 if frame is not None:
                     self._analyse(frame, aggregator)
                     step = frame.timestamp - last if last is not None else step
