@@ -119,17 +119,29 @@ class Service:
         self.publisher.publish_status(self.status())
         self._notify_status()
 
-    def _notify_status(self) -> None:
-        """systemd ``STATUS=``: the state, and any fault an operator must see in ``systemctl status``."""
-        text = self._state
+    def _status_text(self, state: str) -> str:
+        """The ``STATUS=`` line: ``state``, and any fault an operator must see in ``systemctl status``."""
+        text = state
         if self.publisher.disk_full:
             text += f"; disk_full: {self.publisher.unstored} window(s) not written to the state disk"
         if self.publisher.clash:
             text += f"; CLASH: {self.publisher.clash_reason}"
-        text += self._trouble_text
+        return text + self._trouble_text
+
+    def _notify_status(self) -> None:
+        """systemd ``STATUS=`` (:meth:`_status_text`), sent when it changed."""
+        text = self._status_text(self._state)
         if text != self._notified:
             self._notified = text
             self.notifier.status(text)
+
+    def _ready(self, state: str) -> None:
+        """``READY=1`` (sent once), its ``STATUS=`` the whole line for ``state``, faults included."""
+        if self.notifier.enabled and not self.notifier.ready_sent:
+            text = self._status_text(state)
+            self.notifier.ready(status=text)
+            if self.notifier.ready_sent:
+                self._notified = text
 
     def _watch_trouble(self, camera: Trouble | None = None) -> None:
         """Every loop turn: lasting faults of the broker (the publisher's) and of the camera
@@ -204,7 +216,7 @@ class Service:
     def _analyse(self, frame: Frame, aggregator: WindowAggregator) -> None:
         result = self.analyzer.result(frame)
         self._inference_ms.append(self.analyzer.last_inference_ms)
-        self.notifier.ready(status="running")
+        self._ready("running")
         if self._state != "running":
             self._set_state("running")
         for summary in aggregator.add(result):
@@ -271,7 +283,7 @@ class Service:
     def _wait_paused(self) -> None:
         self._idle()
         self._set_state("paused")
-        self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
+        self._ready("paused")  # started paused: nothing to infer, but up
         while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:
             self._pause_tick()
             self._watch_trouble()

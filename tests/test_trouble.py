@@ -89,6 +89,7 @@ def test_wrong_password_shows_in_status_and_journal_within_two_windows_then_reco
         # Later lines count the windows really waiting: every window printed is unacknowledged.
         time.sleep(2.5 * WINDOW_S)
         last = statuses(notify)[-1][1]
+        assert all("not authorised" in m for t, m in statuses(notify) if t >= said_at)  # READY=1's kept it too
         waiting = int(re.search(r"(\d+) window\(s\) wait", last).group(1))
         assert len(svc.lines) - 1 <= waiting <= len(svc.lines) and waiting >= 2, (last, len(svc.lines))
         assert [line for _, line in journal() if "TROUBLE" in line] == [logged]  # at most one a minute
@@ -116,6 +117,26 @@ def test_wrong_password_shows_in_status_and_journal_within_two_windows_then_reco
             rec.close()
         broker.stop()
     assert WRONG not in svc.stderr and SECRET not in svc.stderr
+
+
+@pytest.mark.timeout(40)
+def test_no_broker_shows_only_after_three_windows_without_an_acknowledgement(tmp_path, notify):
+    port = free_port()  # nothing listens there: connection refused, which a broker restart also gives
+    env = service_env(port, tmp_path / "state", NOTIFY_SOCKET=notify.path, ROOMPULSE_SOURCE_LOOP="true",
+                      ROOMPULSE_FPS="5", ROOMPULSE_WINDOW_S=str(WINDOW_S), ROOMPULSE_MQTT_RECONNECT_MAX_S="1")
+    svc = ServiceProcess(env, "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        ready = notify.wait_for("READY=1", 30)
+        said_at, said = first(lambda: statuses(notify), lambda x: "MQTT broker failing" in x[1], "STATUS=", 10)
+        assert svc.stop() == 0
+    finally:
+        if svc.proc.poll() is None:
+            svc.proc.kill()
+    # The publisher starts just before READY=1; its silence counts from there: 3 windows.
+    assert 3 * WINDOW_S - 1.0 <= said_at - ready <= 3 * WINDOW_S + 1.0, said_at - ready
+    assert re.search(rf"\): connection refused: nothing listens on port {port} \(is the broker running\? is "
+                     r"ROOMPULSE_MQTT_PORT right\?\)$", said), said
+    print(f"\nFIGURE trouble: no broker shown {said_at - ready:.2f} s after READY=1 (3 windows of {WINDOW_S:g} s)")
 
 
 @pytest.mark.timeout(30)
