@@ -398,7 +398,7 @@ class Publisher:
                         delay = 1.0  # a connection that held: reconnect at once; else keep backing off
                     if self._done():
                         break
-                    self._failed("the connection to the broker was lost; reconnecting")
+                    self._failed("the connection to the broker was lost (reconnecting)")
                     log.warning("MQTT connection to %s:%d lost; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
                 else:
                     failure = self._failure or self._closed_early()
@@ -592,7 +592,7 @@ class Publisher:
         if reason_code.is_failure:
             log.error("MQTT broker rejected window seq %d (%s): dropped", seq, reason_code)
             self.outbox.drop(seq)
-            self._failed(f"the broker rejects the windows sent ({reason_code}; see its log and ACL)")
+            self._failed(f"the broker rejects the windows sent ({reason_code}, see its log and ACL)")
             return
         self.outbox.ack(seq)
         self._fine()

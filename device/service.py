@@ -282,6 +282,8 @@ class Service:
 
     def _wait_paused(self) -> None:
         self._idle()
+        self._camera_log.forget()  # the source is released on purpose: no camera trouble, no recovery line
+        self._watch_trouble()
         self._set_state("paused")
         self._ready("paused")  # started paused: nothing to infer, but up
         while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:

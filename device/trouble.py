@@ -83,6 +83,10 @@ class TroubleLog:
         """True while a trouble of this kind is being shown."""
         return self._since is not None
 
+    def forget(self) -> None:
+        """Stop showing a trouble without a recovery line (the camera was released on purpose)."""
+        self._since = None
+
     def update(self, trouble: Trouble | None, line: str | None) -> None:
         """Log ``line`` (the trouble's one line) when it is new or ``repeat_s`` has passed;
         with no trouble after one, log the recovery once."""
