@@ -82,7 +82,8 @@ def test_wrong_password_shows_in_status_and_journal_within_two_windows_then_reco
         logged_at, logged = first(journal, lambda x: "WARNING" in x[1] and "not authorised" in x[1], "journal line", 10)
         # One line each: what fails, since when (UTC), how many windows wait in the outbox.
         pattern = (r"MQTT broker failing since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((\d+) window\(s\) wait in the "
-                   r"outbox\): broker refused the login: not authorised \(.*\): check ROOMPULSE_MQTT_USERNAME and the password")
+                   r"outbox\): broker refused the login: not authorised \(.*\): "
+                   r"check ROOMPULSE_MQTT_USERNAME and the password")
         assert re.search(pattern, said) and re.search(pattern, logged), (said, logged)
         assert "\n" not in said and said.startswith(("running", "starting"))
         assert said_at - ready <= 2 * WINDOW_S and logged_at - ready <= 2 * WINDOW_S + 0.3
@@ -145,8 +146,10 @@ def test_stalled_camera_shows_what_and_since_when_then_recovers(tmp_path, notify
     cfg = Settings(_env_file=None, device_id="trouble-room", source=str(CLASSROOM), source_loop=True, fps=30,
                    window_s=WINDOW_S, min_group_size=3, stall_s=1.0, state_dir=tmp_path / "state",
                    ha_discovery=False)
-    factory = lambda s: Capture(lambda: ScriptedCamera(12, "silent", timeout_s=0.3), s.fps, stall_s=s.stall_s,  # noqa: E731
-                                hang_s=30, backoff_base_s=1.5, backoff_max_s=1.5)
+    def factory(s):
+        return Capture(lambda: ScriptedCamera(12, "silent", timeout_s=0.3), s.fps, stall_s=s.stall_s, hang_s=30,
+                       backoff_base_s=1.5, backoff_max_s=1.5)
+
     state = StateStore(cfg.state_dir)
     service = Service(cfg, analyzer, Publisher(cfg, out=io.StringIO()), state,
                       notifier=Notifier({"NOTIFY_SOCKET": notify.path}), capture_factory=factory)

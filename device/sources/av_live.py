@@ -26,7 +26,8 @@ def plain_words(exc: BaseException, kind: str, timeout_s: float) -> str:
     said = f"[FFmpeg: {getattr(exc, 'strerror', None) or exc}]"
     code = getattr(exc, "errno", None)
     if isinstance(exc, ConnectionRefusedError) or code == errno.ECONNREFUSED:
-        what = "connection refused: nothing listens on that port of the camera (check the port in the URL and that its stream is on)"
+        what = ("connection refused: nothing listens on that port of the camera (check the port in the URL "
+                "and that its stream is on)")
     elif isinstance(exc, (TimeoutError, av.error.ExitError)) or code == errno.ETIMEDOUT:
         what = f"the camera did not answer within {timeout_s:g} s (ROOMPULSE_SOURCE_TIMEOUT_S): is it on and reachable?"
     elif isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
