@@ -27,6 +27,7 @@ With no broker configured the payloads are only printed and nothing is queued.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -49,6 +50,7 @@ from device.contract import check
 from device.discovery import discovery, discovery_topic
 from device.outbox import Outbox
 from device.payloads import OFFLINE, ONLINE, PAUSED_OFF, PAUSED_ON, Engagement, Status, utc_iso
+from device.trouble import Trouble
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +70,65 @@ SHORT_SESSION_S = 5.0
 SHORT_SESSIONS_SUSPECT = 5
 CLASH_HOLD_S = 300.0  # the clash flag stays this long after the last sign of it
 MAINTAIN_EVERY_S = 1.0
+# Trouble (STATUS= and a journal line, device.trouble): the broker has acknowledged nothing for
+# TROUBLE_WINDOWS windows, at most TROUBLE_MAX_S seconds, while windows wait or no connection holds.
+TROUBLE_WINDOWS = 3
+TROUBLE_MAX_S = 180.0
 
 
-def describe_failure(exc: BaseException) -> str:
-    """One line saying why a connection attempt failed (socket/TLS errors never carry credentials)."""
+def describe_failure(exc: BaseException, tls: bool = False, port: int | None = None) -> str:
+    """One line, in the technician's words, saying why a connection attempt failed (socket/TLS
+    errors never carry credentials).
+
+    Args:
+        exc: what ``connect`` raised.
+        tls: True when ``ROOMPULSE_MQTT_TLS_CA`` is set (a reset during the handshake then means
+            the port speaks plain MQTT).
+        port: the broker port tried, for the message.
+    """
+    at = f"port {port}" if port else "that port"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS certificate check failed ({exc.verify_message}): check ROOMPULSE_MQTT_TLS_CA and that "
                 "ROOMPULSE_MQTT_HOST is a name the broker's certificate is issued for")
+    if tls and (isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError))
+                or "WRONG_VERSION_NUMBER" in str(getattr(exc, "reason", "") or "")):
+        # A plain MQTT listener reads the TLS ClientHello as a malformed packet and drops the connection.
+        return (f"TLS handshake failed: the port is not a TLS listener ({at} speaks plain MQTT, "
+                f"{type(exc).__name__}): set ROOMPULSE_MQTT_PORT to the broker's TLS port (usually 8883) "
+                "or remove ROOMPULSE_MQTT_TLS_CA")
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error ({exc.reason or exc}): check the broker's TLS listener and ROOMPULSE_MQTT_TLS_* files"
+        return (f"TLS handshake failed ({exc.reason or exc}): check the broker's TLS listener and "
+                "ROOMPULSE_MQTT_TLS_* files")
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the broker running and listening on that port?)"
+        return f"connection refused: nothing listens on {at} (is the broker running? is ROOMPULSE_MQTT_PORT right?)"
     if isinstance(exc, socket.gaierror):
-        return "cannot resolve the host name (check ROOMPULSE_MQTT_HOST)"
+        return "broker name does not resolve (check ROOMPULSE_MQTT_HOST and the unit's DNS)"
     if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "timed out"
+        return "no answer from the broker (timed out: a firewall, or the wrong host?)"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "the broker cannot be reached (no route to it: is the unit's network up?)"
     return f"{type(exc).__name__}: {exc}"
+
+
+def describe_refusal(reason_code) -> str:
+    """One line for a CONNACK refusal (the broker answered and said no), in the technician's words."""
+    value = getattr(reason_code, "value", reason_code)
+    login = {134: "bad user name or password", 135: "not authorised", 138: "this client is banned"}
+    if value in (134, 135):
+        return (f"broker refused the login: {login[value]} (MQTT reason {value} {reason_code}): "
+                "check ROOMPULSE_MQTT_USERNAME and the password")
+    if value in login:
+        return f"broker refused the login: {login[value]} (MQTT reason {value} {reason_code})"
+    if value == 133:
+        return (f"broker refused the client id (MQTT reason 133 {reason_code}): check ROOMPULSE_MQTT_CLIENT_ID "
+                "and ROOMPULSE_DEVICE_ID")
+    return f"the broker refused the connection: {reason_code} (MQTT reason {value})"
+
+
+def lasting(exc: BaseException, tls: bool = False) -> bool:
+    """True when retrying will not cure the failure by itself (a certificate or TLS mismatch):
+    it is shown at once in ``STATUS=``, not after the broker's silence has lasted a few windows."""
+    return isinstance(exc, ssl.SSLError) or (tls and isinstance(exc, ConnectionResetError))
 
 
 class Publisher:
@@ -135,6 +180,10 @@ class Publisher:
         self._sent_status: deque[str] = deque(maxlen=64)  # our own status payloads, to tell others' apart
         self._clash_until = 0.0
         self.clash_reason: str | None = None
+        # Trouble: written by the session thread, read by the service (whole values, no lock needed).
+        self.trouble_after_s = min(TROUBLE_WINDOWS * settings.window_s, TROUBLE_MAX_S)
+        self._ok_at = time.monotonic()  # the broker's last CONNACK accepting us or PUBACK, monotonic s
+        self._problem: tuple[str, float, bool] | None = None  # (what fails, since (monotonic s), shown at once)
 
     # ---- what the service calls (any thread; never waits on the network) ----
 
@@ -178,11 +227,33 @@ class Publisher:
         """True while a broker connection is accepted."""
         return self._connected.is_set()
 
+    @property
+    def trouble(self) -> Trouble | None:
+        """Why nothing reaches the broker, or None while it acknowledges what it is sent.
+
+        A failure shows once the broker has acknowledged nothing (no accepted CONNACK, no
+        PUBACK) for :attr:`trouble_after_s` (``TROUBLE_WINDOWS`` windows, at most
+        ``TROUBLE_MAX_S`` seconds); a refusal that retrying will not cure (the broker refused
+        the login, a TLS mismatch) shows at once. A connection that holds but acknowledges
+        none of the waiting windows for that long shows too.
+        """
+        if not self.enabled:
+            return None
+        problem, quiet = self._problem, time.monotonic() - self._ok_at
+        if problem is not None:
+            what, since, at_once = problem
+            return Trouble(what, since) if at_once or quiet > self.trouble_after_s else None
+        if self.connected and quiet > self.trouble_after_s and self.outbox.depth:
+            return Trouble("the broker accepts the connection but acknowledges none of the windows sent",
+                           self._ok_at)
+        return None
+
     def start(self) -> None:
         """Start the session thread (connects in the background); returns at once."""
         if not self.enabled:
             log.info("no broker configured (ROOMPULSE_MQTT_HOST empty): printing payloads to stdout only")
             return
+        self._ok_at = time.monotonic()  # trouble counts from here until the broker first answers
         depth = self.outbox.depth
         if depth:
             log.info("%d window(s) queued in the outbox from an earlier run: sending them first", depth)
@@ -315,8 +386,9 @@ class Publisher:
                 client = self._new_client()
                 client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True)
             except (OSError, ValueError) as exc:
-                failure = describe_failure(exc)
+                failure = describe_failure(exc, tls=bool(s.mqtt_tls_ca), port=s.port)
                 self._short_sessions = 0
+                self._failed(failure, at_once=lasting(exc, tls=bool(s.mqtt_tls_ca)))
             else:
                 began = time.monotonic()
                 if self._session(client):
@@ -326,9 +398,11 @@ class Publisher:
                         delay = 1.0  # a connection that held: reconnect at once; else keep backing off
                     if self._done():
                         break
+                    self._failed("the connection to the broker was lost (reconnecting)")
                     log.warning("MQTT connection to %s:%d lost; reconnecting in %.0f s", s.mqtt_host, s.port, delay)
                 else:
-                    failure = self._failure or "the connection closed before the broker accepted it"
+                    failure = self._failure or self._closed_early()
+                    self._failed(failure, at_once=self._accepted is False)
             finally:
                 sock = client.socket() if client is not None else None
                 if sock is not None:
@@ -339,6 +413,25 @@ class Publisher:
                 log.error("MQTT connection to %s:%d failed: %s; retrying in %.0f s", s.mqtt_host, s.port, failure, delay)
             self._sleep(delay)
             delay = min(delay * 2, s.mqtt_reconnect_max_s)
+
+    def _closed_early(self) -> str:
+        """Why a connection closed before any CONNACK: without TLS, the port may be a TLS listener."""
+        if self.settings.mqtt_tls_ca:
+            return "the connection closed before the broker accepted it"
+        return ("the connection closed before the broker accepted it (is port "
+                f"{self.settings.port} a TLS listener? then set ROOMPULSE_MQTT_TLS_CA)")
+
+    def _fine(self) -> None:
+        """The broker acknowledged something (CONNACK accepting us, a PUBACK): no trouble."""
+        self._ok_at = time.monotonic()
+        self._problem = None
+
+    def _failed(self, what: str, at_once: bool = False) -> None:
+        """A connection failed (``what``, technician's words); the trouble began at the first
+        failure since the broker last acknowledged something. ``at_once``: show it without
+        waiting (retrying will not cure it)."""
+        previous = self._problem
+        self._problem = (what, previous[1] if previous else time.monotonic(), at_once)
 
     def _clash(self, why: str) -> None:
         """A sign that another unit uses our device_id or client id: flag it (status, STATUS=) and
@@ -467,11 +560,11 @@ class Publisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         s = self.settings
         if reason_code.is_failure:
-            hint = " (check ROOMPULSE_MQTT_USERNAME and the password)" if reason_code.value in (134, 135) else ""
-            self._failure = f"the broker refused the connection: {reason_code}{hint}"
+            self._failure = describe_refusal(reason_code)
             self._accepted = False
             return
         self._accepted = True
+        self._fine()
         self._connected.set()
         log.info("connected to MQTT broker %s:%d as %s", s.mqtt_host, s.port, s.client_id)
         topics = [(self.topic("paused/set"), QOS), (self.topic("status"), QOS)]
@@ -499,8 +592,10 @@ class Publisher:
         if reason_code.is_failure:
             log.error("MQTT broker rejected window seq %d (%s): dropped", seq, reason_code)
             self.outbox.drop(seq)
+            self._failed(f"the broker rejects the windows sent ({reason_code}, see its log and ACL)")
             return
         self.outbox.ack(seq)
+        self._fine()
         self._last_publish = utc_iso(datetime.now(timezone.utc))
 
     def _on_message(self, client, userdata, message):

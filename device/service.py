@@ -35,6 +35,7 @@ from device.sources import describe, make_source
 from device.state import StateError, StateStore
 from device.supervisor import Capture
 from device.systemd_notify import Notifier, Watchdog
+from device.trouble import Trouble, TroubleLog, broker_line, camera_line
 from device.types import Frame
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ class Service:
         self._fps = 0.0
         self._inference_ms: list[float] = []
         self._clock = WallClock(live=True, wall=wall, mono=mono)
+        self._broker_log, self._camera_log = TroubleLog("MQTT broker"), TroubleLog("camera", mono=mono)
+        self._trouble_text = ""  # the lasting faults' lines, for STATUS=
 
     def status(self) -> Status:
         """The current health message."""
@@ -116,16 +119,40 @@ class Service:
         self.publisher.publish_status(self.status())
         self._notify_status()
 
-    def _notify_status(self) -> None:
-        """systemd ``STATUS=``: the state, and any fault an operator must see in ``systemctl status``."""
-        text = self._state
+    def _status_text(self, state: str) -> str:
+        """The ``STATUS=`` line: ``state``, and any fault an operator must see in ``systemctl status``."""
+        text = state
         if self.publisher.disk_full:
             text += f"; disk_full: {self.publisher.unstored} window(s) not written to the state disk"
         if self.publisher.clash:
             text += f"; CLASH: {self.publisher.clash_reason}"
+        return text + self._trouble_text
+
+    def _notify_status(self) -> None:
+        """systemd ``STATUS=`` (:meth:`_status_text`), sent when it changed."""
+        text = self._status_text(self._state)
         if text != self._notified:
             self._notified = text
             self.notifier.status(text)
+
+    def _ready(self, state: str) -> None:
+        """``READY=1`` (sent once), its ``STATUS=`` the whole line for ``state``, faults included."""
+        if self.notifier.enabled and not self.notifier.ready_sent:
+            text = self._status_text(state)
+            self.notifier.ready(status=text)
+            if self.notifier.ready_sent:
+                self._notified = text
+
+    def _watch_trouble(self, camera: Trouble | None = None) -> None:
+        """Every loop turn: lasting faults of the broker (the publisher's) and of the camera
+        (``camera``, the capture's) go into ``STATUS=`` and the journal (:mod:`device.trouble`)."""
+        broker = self.publisher.trouble
+        lines = [broker_line(broker, self.publisher.depth) if broker else None,
+                 camera_line(camera, self.wall, self.mono) if camera else None]
+        self._broker_log.update(broker, lines[0])
+        self._camera_log.update(camera, lines[1])
+        self._trouble_text = "".join(f"; {line}" for line in lines if line)
+        self._notify_status()
 
     def set_paused(self, on: bool) -> None:
         """The pause switch (``<prefix>/paused/set``): the run loop releases the source before the
@@ -189,7 +216,7 @@ class Service:
     def _analyse(self, frame: Frame, aggregator: WindowAggregator) -> None:
         result = self.analyzer.result(frame)
         self._inference_ms.append(self.analyzer.last_inference_ms)
-        self.notifier.ready(status="running")
+        self._ready("running")
         if self._state != "running":
             self._set_state("running")
         for summary in aggregator.add(result):
@@ -255,10 +282,13 @@ class Service:
 
     def _wait_paused(self) -> None:
         self._idle()
+        self._camera_log.forget()  # the source is released on purpose: no camera trouble, no recovery line
+        self._watch_trouble()
         self._set_state("paused")
-        self.notifier.ready(status="paused")  # started paused: nothing to infer, but up
+        self._ready("paused")  # started paused: nothing to infer, but up
         while self.paused.is_set() and not self.stop_event.wait(POLL_S) and not self.publisher.dead:
             self._pause_tick()
+            self._watch_trouble()
             self.watchdog.progress(self.mono())
 
     def _capture(self, live: bool) -> tuple[bool, int]:
@@ -291,6 +321,7 @@ class Service:
                     break
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)
+                self._watch_trouble(capture.trouble(now))
                 if frame is not None:
                     self._analyse(frame, aggregator)
                     step = frame.timestamp - last if last is not None else step

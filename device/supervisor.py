@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from device.sources import FrameSource, SourceError
+from device.trouble import Trouble
 from device.types import Frame
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ class Capture:
         self._worker: _Worker | None = None
         self._left_behind: list[_Worker] = []
         self._last_print: bytes | None = None
+        self.stall_reason: str | None = None  # why the camera last counted as stalled (technician's words)
 
     # -- the worker thread ---------------------------------------------------------------
 
@@ -300,10 +302,18 @@ class Capture:
             self._spawn()
         return now - self.last_fresh > self.stall_s
 
+    def trouble(self, now: float) -> Trouble | None:
+        """While the camera counts as stalled at ``now`` (monotonic s): why (the latest reason,
+        e.g. the re-open's error) and since its last new picture; else None."""
+        if not self.supervised or now - self.last_fresh <= self.stall_s:
+            return None
+        return Trouble(self.stall_reason or "no new picture", self.last_fresh)
+
     def _schedule(self, now: float, reason: str) -> None:
         delay = min(self.backoff_base_s * 2 ** self._attempt, self.backoff_max_s)
         self._attempt += 1
         self.stalls += 1
+        self.stall_reason = reason
         log.warning("camera: %s; re-opening in %.0f s", reason, delay)
         self._reopen_at = now + delay
 

@@ -98,7 +98,7 @@ def test_wrong_password_fails_clearly_right_one_from_credentials_dir_works_never
         assert wrong.stop() == 0
         outputs += wrong.lines + wrong.errors
         # mosquitto 2.0 answers a wrong password with "Not authorized" (MQTT v5 reason 0x87)
-        assert re.search("refused the connection: (Not authorized|Bad user name or password)", wrong.stderr)
+        assert re.search("broker refused the login: (not authorised|bad user name or password)", wrong.stderr)
         assert "check ROOMPULSE_MQTT_USERNAME and the password" in wrong.stderr
 
         checked = roompulse("check-config", env=fast_env(broker.port, tmp_path / "c", ROOMPULSE_MQTT_PASSWORD=WRONG))

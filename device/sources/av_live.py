@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,42 @@ from device.config import redact_url
 from device.sources import FrameSource, SourceError, describe
 from device.sources.pyav import RgbConverter
 from device.types import Frame
+
+
+def plain_words(exc: BaseException, kind: str, timeout_s: float) -> str:
+    """What an FFmpeg/OS error from opening or reading a camera means, in the technician's
+    words, with FFmpeg's own text kept in brackets.
+
+    Args:
+        exc: what PyAV raised.
+        kind: ``stream`` (RTSP/HTTP) or ``v4l2`` (:func:`device.sources.describe`).
+        timeout_s: the open/read timeout, seconds (``ROOMPULSE_SOURCE_TIMEOUT_S``).
+    """
+    said = f"[FFmpeg: {getattr(exc, 'strerror', None) or exc}]"
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, ConnectionRefusedError) or code == errno.ECONNREFUSED:
+        what = ("connection refused: nothing listens on that port of the camera (check the port in the URL "
+                "and that its stream is on)")
+    elif isinstance(exc, (TimeoutError, av.error.ExitError)) or code == errno.ETIMEDOUT:
+        what = f"the camera did not answer within {timeout_s:g} s (ROOMPULSE_SOURCE_TIMEOUT_S): is it on and reachable?"
+    elif isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError)):
+        what = "the camera refused the login: check the user and password in the URL"
+    elif isinstance(exc, av.error.HTTPNotFoundError):
+        what = "the camera has no stream at that path: check the path in the URL"
+    elif kind == "stream" and isinstance(exc, av.error.InvalidDataError):
+        what = ("the camera cannot be reached or sent no video stream: check that it is on and on the "
+                "network, and the address, port and path in the URL")
+    elif kind == "stream" and code in (errno.EIO, errno.ENETUNREACH, errno.EHOSTUNREACH):
+        what = "the camera cannot be reached: its name does not resolve or there is no route to it"
+    elif kind == "v4l2" and isinstance(exc, FileNotFoundError):
+        what = "no such camera device: is the USB camera plugged in? (ls /dev/video*)"
+    elif kind == "v4l2" and isinstance(exc, PermissionError):
+        what = "permission denied on the camera device: the service user must be in group 'video'"
+    elif kind == "v4l2" and code == errno.EBUSY:
+        what = "the camera is busy: another program is using it"
+    else:
+        return str(exc)
+    return f"{what} {said}"
 
 
 class AvLiveSource(FrameSource):
@@ -53,7 +90,8 @@ class AvLiveSource(FrameSource):
             self._frames = self._container.decode(video=0)
         except (av.FFmpegError, OSError) as exc:
             self.close()
-            raise SourceError(redact_url(f"cannot open {self.kind} source {self.shown}: {exc}")) from None
+            raise SourceError(redact_url(f"cannot open {self.kind} source {self.shown}: "
+                                         f"{plain_words(exc, self.kind, self.timeout_s)}")) from None
 
     def read(self) -> Frame | None:
         if self._frames is None:
@@ -61,7 +99,8 @@ class AvLiveSource(FrameSource):
         try:
             frame = next(self._frames, None)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(redact_url(f"{self.kind} source {self.shown} failed: {exc}")) from None
+            raise SourceError(redact_url(f"{self.kind} source {self.shown} failed: "
+                                         f"{plain_words(exc, self.kind, self.timeout_s)}")) from None
         if frame is None:
             return None
         out = Frame(self._to_rgb(frame), time.monotonic(), self._index)
