@@ -362,8 +362,11 @@ def run_aim(settings: Settings, as_lines: bool = False, out: TextIO | None = Non
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     paragraph = summary.paragraph(name, time.monotonic() - began, settings.min_group_size)
+    if not summary.frames and capture.stall_reason:
+        paragraph += f" The camera: {capture.stall_reason}."
     if as_lines:
         print(json.dumps({"summary": paragraph}), file=out, flush=True)
     else:
         print(paragraph, file=out, flush=True)
-    return 0
+    # No frame at all is a failed aim (exit 1), not an aim that found nothing.
+    return 0 if summary.frames else 1

@@ -150,7 +150,12 @@ def check_source(settings: Settings) -> Check:
     except SourceUnavailable as exc:
         return Check(FAIL, "source", str(exc), "sudo apt install python3-picamera2 (Raspberry Pi OS), "
                                                "or set ROOMPULSE_SOURCE to a USB camera or stream")
-    source = make_source(settings.source, loop=False, size=settings.camera_wh, timeout_s=settings.source_timeout_s)
+    if kind == "file" and not Path(settings.source).is_absolute():
+        # The service (systemd/roompulse.service) runs from /, not from here.
+        return Check(FAIL, "source", f"file {name} is a relative path: found from {Path.cwd()}, but the "
+                     "service runs from / and would not find it", f"set ROOMPULSE_SOURCE={Path(settings.source).resolve()}")
+    source = make_source(settings.source, loop=False, size=settings.camera_wh, timeout_s=settings.source_timeout_s,
+                         max_size=settings.max_frame_wh)
     began = time.monotonic()
 
     def first_frame():

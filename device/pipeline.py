@@ -59,7 +59,8 @@ def choose_accelerator(accelerator: str, entry, directory: Path = MODELS_DIR) ->
     Returns:
         ``("edgetpu", compiled model path, [delegate])`` when the Edge TPU delegate loads and
         the compiled model is present and verified; else ``("cpu", None, None)``. With
-        ``auto`` a missing piece logs one warning naming it.
+        ``auto`` a missing piece is logged once, naming it: INFO when there is no Edge TPU
+        library at all, WARNING when the library is there but the compiled model is not.
 
     Raises:
         AcceleratorUnavailable: with ``edgetpu``, naming everything that is missing
@@ -67,7 +68,7 @@ def choose_accelerator(accelerator: str, entry, directory: Path = MODELS_DIR) ->
     """
     if accelerator == "cpu":
         return "cpu", None, None
-    problems, path, delegate = [], None, None
+    problems, path, delegate, no_library = [], None, None, False
     try:
         path = edgetpu_model(entry, directory)
     except ModelError as exc:
@@ -76,12 +77,16 @@ def choose_accelerator(accelerator: str, entry, directory: Path = MODELS_DIR) ->
         delegate = load_edgetpu_delegate()
     except AcceleratorUnavailable as exc:
         problems.append(str(exc))
+        no_library = True
     if not problems:
         return "edgetpu", path, [delegate]
     if accelerator == "edgetpu":
         raise AcceleratorUnavailable("ROOMPULSE_ACCELERATOR=edgetpu cannot run: " + "; ".join(problems)
                                      + " (ROOMPULSE_ACCELERATOR=auto falls back to the CPU)")
-    log.warning("Edge TPU not used, running on the CPU: %s", "; ".join(problems))
+    # A unit without Coral's library (most units) is not a fault: INFO. A library without a
+    # compiled model is a half-finished Edge TPU install: WARNING.
+    log.log(logging.INFO if no_library else logging.WARNING, "Edge TPU not used, running on the CPU: %s "
+            "(ROOMPULSE_ACCELERATOR=cpu says so without looking)", "; ".join(problems))
     return "cpu", None, None
 
 

@@ -36,8 +36,12 @@ usage() {
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run | -n) DRY_RUN=1 ;;
-    --device-id) DEVICE_ID=${2:-}; shift ;;
-    --device-id=*) DEVICE_ID=${1#--device-id=} ;;
+    --device-id)
+      if [ -z "${2:-}" ]; then echo "install-pi.sh: --device-id needs a NAME, e.g. --device-id room-101" >&2; exit 2; fi
+      DEVICE_ID=$2; shift ;;
+    --device-id=*)
+      DEVICE_ID=${1#--device-id=}
+      if [ -z "$DEVICE_ID" ]; then echo "install-pi.sh: --device-id needs a NAME, e.g. --device-id=room-101" >&2; exit 2; fi ;;
     --help | -h) usage; exit 0 ;;
     *) echo "install-pi.sh: unknown option '$1' (use --dry-run, --device-id NAME or --help)" >&2; exit 2 ;;
   esac

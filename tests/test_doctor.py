@@ -160,3 +160,14 @@ def test_an_edge_tpu_that_cannot_run_fails_the_accelerator_line(tmp_path):
     assert code == 1 and failing(checks) == ["accelerator"], out
     assert "ROOMPULSE_ACCELERATOR=edgetpu cannot run" in checks["accelerator"][1]
     assert "libedgetpu.so.1" in checks["accelerator"][1] and "fix: attach the Edge TPU" in checks["accelerator"][1]
+
+
+def test_relative_file_source_fails_with_the_absolute_path_to_use(tmp_path):
+    # Found from the current directory, but the service runs from / (newcomer's report).
+    relative = Path("..") / "shared" / "data" / "video" / "intel_classroom.gif"
+    env = clean_env(ROOMPULSE_SOURCE=str(relative), ROOMPULSE_STATE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "device", "doctor"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    line = next(l for l in result.stdout.splitlines() if " source " in f" {l} ")
+    assert line.startswith("FAIL") and "relative path" in line and "ROOMPULSE_SOURCE=/" in line, line
+    assert result.returncode == 1

@@ -55,14 +55,16 @@ def test_int8_models_take_camera_bytes_and_give_int8():
         assert sorted(model.output_names) == sorted(OUTPUT_NAMES)
 
 
-def test_auto_without_edgetpu_falls_back_to_cpu_with_one_warning(caplog):
-    caplog.set_level(logging.WARNING)
+def test_auto_without_edgetpu_falls_back_to_cpu_with_one_info_line(caplog):
+    # No libedgetpu on this machine (most units have none): one INFO line naming both missing
+    # pieces, no WARNING (it would be noise at every start of every unit without a Coral).
+    caplog.set_level(logging.INFO)
     analyzer = build_analyzer(settings(model=INT8, accelerator="auto", camera_size="480x270"))
     assert analyzer.accelerator == "cpu"
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1, [r.getMessage() for r in warnings]
-    assert "libedgetpu.so.1" in warnings[0].getMessage()
-    assert "yunet_n_480x288_int8_edgetpu.tflite is missing" in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    lines = [r.getMessage() for r in caplog.records if "Edge TPU not used" in r.getMessage()]
+    assert len(lines) == 1
+    assert "libedgetpu.so.1" in lines[0] and "yunet_n_480x288_int8_edgetpu.tflite is missing" in lines[0]
 
 
 def test_cpu_is_silent(caplog):
