@@ -36,12 +36,12 @@ import numpy as np
 
 from device.config import Settings
 
-# Smallest face width YuNet (yunet_n int8, 480x288 input, threshold 0.6) still finds, pixels:
-# scripts/face_limit.py shrank the classroom and walking-and-pause clips until faces were
-# lost: 47 % of faces 5-6 px wide were found, 88 % at 8-9 px, 98-100 % from 9 px up
-# (README, "Placing the camera"). Real optics and compression blur more than a resampled
-# frame, so below about 1.5x that limit a face is called near the limit.
-MIN_FACE_PX = 9.0
+# Smallest face width YuNet (yunet_n int8, 480x288 input, threshold 0.7) finds reliably,
+# pixels: scripts/face_limit.py shrank the classroom and walking-and-pause clips until faces
+# were lost: 50 % of faces 6-7 px wide were found, 85 % at 8-9 px, 89-99 % from 9 to 13 px,
+# 100 % from 13 px up (README, "Placing the camera"). Real optics and compression blur more
+# than a resampled frame, so below about 1.3x that limit a face is called near the limit.
+MIN_FACE_PX = 11.0
 NEAR_LIMIT_PX = 14.0
 # A box within this many pixels of the frame border is taken as cut by the edge.
 EDGE_MARGIN_PX = 2.0
