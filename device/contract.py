@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from device.config import Settings
 from device.discovery import HADeviceDiscovery, discovery, discovery_topic
-from device.payloads import ONLINE, PAUSED_OFF, Engagement, Status, Word
+from device.payloads import DOCTOR, ONLINE, PAUSED_OFF, Engagement, Status, Word
 
 PUBLISHABLE: tuple[type[BaseModel], ...] = (Engagement, Status, Word, HADeviceDiscovery)
 
@@ -67,6 +67,9 @@ def channels(settings: Settings) -> list[Channel]:
                                timestamp="2026-11-29T10:01:02Z")),
         Channel(f"{prefix}/paused", True, "the pause switch's state (also read: <prefix>/paused/set)",
                 Word, PAUSED_OFF, words="ON | OFF"),
+        Channel(f"{prefix}/doctor", False, "only while an installer runs 'roompulse doctor': one message proving "
+                "the broker acknowledges a QoS 1 publish (MQTT expiry 60 s); never sent by the service",
+                Word, DOCTOR, words="doctor"),
     ]
     if settings.ha_discovery:
         out.append(Channel(discovery_topic(settings), True, "Home Assistant device discovery (entity definitions)",

@@ -250,7 +250,8 @@ def _speaks_tls(host: str, port: int) -> bool:
 
 
 def check_broker(settings: Settings) -> list[Check]:
-    """Name, TCP, TLS, credentials and one acknowledged QoS 1 publish."""
+    """Name, TCP, TLS, credentials and one acknowledged QoS 1 publish (a contract message:
+    ``<prefix>/doctor``, see :func:`device.contract.channels`)."""
     s = settings
     if not s.mqtt_host:
         return [Check(WARN, "broker", "ROOMPULSE_MQTT_HOST is empty: windows are printed to stdout, nothing is sent",
@@ -364,7 +365,10 @@ def check_mqtt(s: Settings) -> list[Check]:
         props.MessageExpiryInterval = DOCTOR_EXPIRY_S
         topic = f"{s.prefix}/{DOCTOR_TOPIC}"
         began = time.monotonic()
-        client.publish(topic, "doctor", qos=1, retain=False, properties=props)
+        from device.contract import check
+        from device.payloads import DOCTOR
+
+        client.publish(topic, check(DOCTOR).to_json(), qos=1, retain=False, properties=props)
         if not published.wait(ACK_TIMEOUT_S):
             return checks + [Check(FAIL, "broker publish", f"no PUBACK on {topic} within {ACK_TIMEOUT_S:.0f} s",
                                    "see the broker's log")]

@@ -107,13 +107,15 @@ class Status(BaseModel):
 
 
 class Word(BaseModel):
-    """A one-word retained state: ``<prefix>/availability`` (``online``/``offline``) and
-    ``<prefix>/paused`` (``ON``/``OFF``, Home Assistant's default switch payloads)."""
+    """A one-word message: ``<prefix>/availability`` (``online``/``offline``, retained),
+    ``<prefix>/paused`` (``ON``/``OFF``, Home Assistant's default switch payloads, retained) and
+    ``<prefix>/doctor`` (``doctor``: ``roompulse doctor``'s acknowledged-publish check, not retained)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    value: Literal["online", "offline", "ON", "OFF"] = Field(
-        description="online/offline: whether the unit runs; ON/OFF: whether the pause switch is on")
+    value: Literal["online", "offline", "ON", "OFF", "doctor"] = Field(
+        description="online/offline: whether the unit runs; ON/OFF: whether the pause switch is on; "
+                    "doctor: an installer's preflight check")
 
     def to_json(self) -> str:
         """The wire form: the bare word, not JSON."""
@@ -122,3 +124,4 @@ class Word(BaseModel):
 
 ONLINE, OFFLINE = Word(value="online"), Word(value="offline")
 PAUSED_ON, PAUSED_OFF = Word(value="ON"), Word(value="OFF")
+DOCTOR = Word(value="doctor")

@@ -25,7 +25,7 @@ def settings(tmp_path, **kw) -> Settings:
 def test_every_published_field_has_a_description_and_is_in_the_report(tmp_path):
     s = settings(tmp_path)
     chans = channels(s)
-    assert {c.topic.rsplit("/", 1)[-1] for c in chans} == {"availability", "engagement", "status", "paused", "config"}
+    assert {c.topic.rsplit("/", 1)[-1] for c in chans} == {"availability", "engagement", "status", "paused", "doctor", "config"}
     assert undocumented(chans) == []  # fails as soon as a published field lacks a description
     text = report(s)
     for chan in chans:
