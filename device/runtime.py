@@ -109,6 +109,13 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((np.asarray(values).astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def real_values(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """A tensor's values as float32 reals: dequantized (:func:`dequantize`) when int8/uint8, else as they are."""
+    if values.dtype in (np.int8, np.uint8):
+        return dequantize(values, scale, zero_point)
+    return values.astype(np.float32, copy=False)
+
+
 class TFLiteModel:
     """One loaded ``.tflite`` model with one image input and named outputs.
 
@@ -197,7 +204,4 @@ class TFLiteModel:
         Raises:
             KeyError: no output of that name.
         """
-        values, scale, zero = self.raw_output(name)
-        if values.dtype in (np.int8, np.uint8):
-            return dequantize(values, scale, zero)
-        return values.astype(np.float32, copy=False)
+        return real_values(*self.raw_output(name))

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from device.detector.nms import NMS_IOU_THRESHOLD, nms
-from device.runtime import TFLiteModel, quantize
+from device.runtime import TFLiteModel, quantize, real_values
 from device.types import NUM_KEYPOINTS, Detection
 
 log = logging.getLogger(__name__)
@@ -186,10 +186,7 @@ class YuNetModel:
     def _rows(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
         def rows(index: np.ndarray) -> np.ndarray:
             values, scale, zero = self.model.raw_output(name)
-            picked = values.reshape(-1, values.shape[-1])[index]
-            if picked.dtype in (np.int8, np.uint8):
-                return (picked.astype(np.float32) - np.float32(zero)) * np.float32(scale)
-            return picked.astype(np.float32, copy=False)
+            return real_values(values.reshape(-1, values.shape[-1])[index], scale, zero)
         return rows
 
 
