@@ -129,14 +129,15 @@ def old_blazeface(scratch: Path, repeat: int) -> float | None:
     return float(out.stdout.split()[-1])
 
 
-def write_clip(size: tuple[int, int], path: Path) -> None:
-    """The classroom clip upscaled to ``size``, H.264 at 15 fps (PyAV)."""
+def write_clip(size: tuple[int, int], path: Path, count: int | None = None) -> None:
+    """The classroom clip (its first ``count`` frames, all when None) upscaled to ``size``,
+    H.264 at 15 fps (PyAV)."""
     import av
 
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=15)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for rgb in frames_at(size):
+        for rgb in frames_at(size)[:count]:
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 out.mux(packet)
         for packet in stream.encode():
@@ -150,6 +151,14 @@ def service_peak_rss(clip: Path, state: Path, model: str = "yunet_n_int8") -> fl
                ROOMPULSE_FPS="30", ROOMPULSE_MODEL=model, ROOMPULSE_DEVICE_ID="bench")
     proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", str(clip)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return wait_peak_rss(proc)
+
+
+def wait_peak_rss(proc: subprocess.Popen) -> float:
+    """Wait for ``proc`` to exit, polling its ``VmHWM`` every 50 ms; its peak RSS in MB.
+
+    Read from the child's /proc status, not ``ru_maxrss``: Linux carries ``ru_maxrss``
+    over fork and exec, so it would report this process's own (larger) RSS."""
     peak = 0.0
     while proc.poll() is None:
         try:

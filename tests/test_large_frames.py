@@ -10,29 +10,15 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import av
-import numpy as np
 from PIL import Image
 
 from conftest import CLASSROOM, ROOT, clean_env, roompulse
 from device.sources.files import read_file
 from device.sources.pyav import fitted
 
-
-def upscaled_clip(path: Path, size: tuple[int, int], frames: int = 12) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=15)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i, frame in enumerate(read_file(CLASSROOM)):
-            if i == frames:
-                break
-            rgb = np.asarray(Image.fromarray(frame.rgb).resize(size, Image.Resampling.BILINEAR))
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import wait_peak_rss, write_clip  # noqa: E402  (the benchmark's clip writer and RSS probe)
 
 
 def test_fitted():
@@ -44,19 +30,12 @@ def test_fitted():
 
 def test_4k_file_is_decoded_at_1920x1080_and_the_service_stays_small(tmp_path):
     clip = tmp_path / "classroom_4k.mp4"
-    upscaled_clip(clip, (3840, 2160))
+    write_clip((3840, 2160), clip, count=12)
     env = clean_env(ROOMPULSE_STATE_DIR=str(tmp_path / "state"), ROOMPULSE_WINDOW_S="0.4", ROOMPULSE_FPS="30",
                     ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_DEVICE_ID="big-room")
     proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", str(clip)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0.0
-    while proc.poll() is None:
-        try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) / 1024)
-        except (OSError, IndexError):
-            pass
-        time.sleep(0.05)
+    peak = wait_peak_rss(proc)
     out, err = proc.communicate()
     print(f"peak RSS of roompulse run on a 3840x2160 file: {peak:.0f} MB")
     assert proc.returncode == 0, err
