@@ -99,15 +99,6 @@ def verify(entry: ModelEntry, directory: Path = MODELS_DIR) -> Path:
     return path
 
 
-def verify_all(directory: Path = MODELS_DIR, manifest: Path = MANIFEST) -> list[Path]:
-    """Verify every model file in the manifest (the installer's check).
-
-    Raises:
-        ModelError: the first file that fails :func:`verify`, or an unreadable manifest.
-    """
-    return [verify(entry, directory) for entry in load_manifest(manifest).values()]
-
-
 def set_name(entry_name: str) -> str:
     """The set an entry belongs to: its name without the size (``yunet_n_1280x736_int8`` -> ``yunet_n_int8``)."""
     return re.sub(r"_[0-9]+x[0-9]+_", "_", entry_name)

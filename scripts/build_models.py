@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import tflite_graph  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from device.detector.yunet import OUTPUT_NAMES, YuNetModel, place  # noqa: E402
+from device.detector.yunet import OUTPUT_NAMES, YuNetModel, padded_size, place  # noqa: E402
 from device.runtime import TFLiteModel  # noqa: E402
 from device.selftest import expectation  # noqa: E402
 from device.sources.files import read_file  # noqa: E402
@@ -64,16 +64,11 @@ SOURCE = MODELS / "yunet_n_dynamic.onnx"
 # CC-BY-4.0), decoded to RGB; models/README.md gives the attribution.
 CALIBRATION_FILE = MODELS / "calibration_frames.npz"
 SHARED = Path(os.environ.get("ROOMPULSE_SHARED", ROOT.parent / "shared"))
-# Model input sizes (W, H), multiples of 32, and the frame size each one serves (the
-# calibration frames are scaled to it): the demo clips, VGA, the one-by-one clip's
-# 768x432, the default camera size and full HD.
-SIZES = {
-    (480, 288): (480, 270),
-    (640, 480): (640, 480),
-    (768, 448): (768, 432),
-    (1280, 736): (1280, 720),
-    (1920, 1088): (1920, 1080),
-}
+# The frame sizes served: the demo clips, VGA, the one-by-one clip's 768x432, the default
+# camera size and full HD. Each model's input (W, H) is that size padded to multiples of 32,
+# as the detector pads a frame; the calibration frames are scaled to the frame size.
+FRAME_SIZES = ((480, 270), (640, 480), (768, 432), (1280, 720), (1920, 1080))
+SIZES = {padded_size(*frame): frame for frame in FRAME_SIZES}
 CALIBRATION_CLIPS = (
     "intel_face-demographics-walking.gif",
     "intel_head-pose-face-detection-female.gif",
