@@ -66,7 +66,13 @@ def test_missing_or_altered_model_fails_with_the_fix(tmp_path, damage, expected)
 
 
 def test_missing_source_and_unwritable_state_dir_fail_each_with_the_fix():
-    # run as nobody: root may write anywhere; a 0555 directory is what a wrong owner looks like
+    # run as nobody: root may write anywhere; a 0555 directory is what a wrong owner looks like.
+    # nobody must be able to read this checkout and its venv (not so under a 0700 mktemp -d).
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                            "import device.doctor"], cwd="/", env=clean_env(PYTHONPATH=str(ROOT)),
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode:
+        pytest.skip(f"user nobody cannot read {ROOT} or its venv: {probe.stderr.strip().splitlines()[-1:]}")
     state = Path(tempfile.mkdtemp(prefix="roompulse-doctor-"))
     try:
         state.chmod(0o555)
