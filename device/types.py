@@ -69,7 +69,9 @@ class HeadPose:
         yaw_deg: degrees; > 0 when the face is turned toward the image's left side
             (the person's own right).
         pitch_deg: degrees; > 0 when the chin is raised.
-        roll_deg: degrees; in-plane tilt of the eye line, > 0 clockwise in the image.
+        roll_deg: degrees; in-plane tilt of the face, > 0 clockwise in the image (for the
+            reference mesh, of its eye line; for the five landmarks, of the line from the eye
+            midpoint to the mouth midpoint, from the vertical).
     """
 
     yaw_deg: float

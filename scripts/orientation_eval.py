@@ -3,19 +3,24 @@
 
 Prints, one section each (all figures measured on the clips in ``../shared/data/video``):
 
-1. the reference's own checks (mirror consistency, yaw range per clip);
+1. the reference's own checks (mirror consistency, drift under one more tracking pass, yaw
+   range per clip), and tilted heads: the reliable level faces rotated in the image by
+   +-10..40 deg, the reference's and the five points' reading of that known rotation;
 2. the least-squares fit of :mod:`device.orientation`'s four constants;
 3. held-out error (head-pose frames with ``index % 3 == 2``): yaw MAE for |yaw| <= 45,
    pitch MAE for |pitch| <= 30, facing-front agreement with the reference's own decision,
-   overall and without strongly rolled faces (|roll| > 20 deg);
-4. mirrored frames: |yaw + yaw(mirrored)|;
+   on the faces where the reference is reliable and on every held-out face, and without
+   strongly rolled faces (|roll| > 20 deg);
+4. mirrored frames: |yaw + yaw(mirrored)|, split into the estimator's part (the mirrored five
+   points) and the detector's (its points on the mirrored frame are not the mirrored points);
 5. error versus face size: the reliable faces re-detected on downscaled (or, above their own
    size, upscaled) copies of their frames, 12 to 120 px wide, and the error model fitted to it;
 6. the classroom clip: per-person facing-front share, the man on the right's yaw;
 7. the classroom clip's engagement score, 1-second windows, before and after issue 11.
 
 Usage: ``.venv/bin/python scripts/orientation_eval.py [--quick]`` (``--quick``: every third
-face in the size study, as the tests run it). Dev/test only; needs scipy (from scikit-image).
+face in the size study, as the tests run it, and half the rotated faces). Dev/test only; needs
+scipy (from scikit-image).
 """
 
 from __future__ import annotations
@@ -48,11 +53,16 @@ CLASSROOM = "intel_classroom.gif"
 MIN_REF_WIDTH = 30.0  # px: the landmark model's 192 px crop is then at most ~4x upsampled
 MIN_REF_FLAG = 0.9  # the mesh model's own face-presence probability
 MAX_REF_MIRROR = 5.0  # deg: |yaw + yaw(mirrored crop)| of the reference with itself
-STRONG_ROLL = 20.0  # deg: above it YuNet's eye points under-report roll (section 3)
+MAX_REF_DRIFT = 5.0  # deg: how far one more tracking pass may move the reference's pose
+STRONG_ROLL = 20.0  # deg (reference roll): the "mild roll" subset of section 3
+ROTATIONS = (-40, -30, -20, -10, 10, 20, 30, 40)  # deg, section 1's in-image rotations
 SIZES = (12, 16, 20, 24, 32, 40, 48, 64, 80, 120)  # face widths of the size study, px
 MODEL_WH = (480, 288)  # the committed YuNet model's input; larger copies are cropped to this
-# The geometry before issue 11 (commit 1c0b796): anthropometric constants, mouth not used.
-BEFORE = dict(yaw_gain=3.15 / 2.5, nose_height=0.58, protrusion=0.45)
+# The geometry before issue 11 (commit 1c0b796): anthropometric constants, measured against
+# the eye line (the mouth only for the nose's height).
+BEFORE = dict(axis="eye", yaw_gain=3.15 / 2.5, yaw_cubic=0.0, nose_height=0.58, protrusion=0.45)
+# Commit 2c06455: the same eye-line geometry with its constants fitted to the reference.
+EYE_LINE_FIT = dict(axis="eye", yaw_gain=0.7809, yaw_cubic=0.0, nose_height=0.6330, protrusion=0.6334)
 
 
 @dataclass
@@ -66,14 +76,21 @@ class Sample:
     ref: HeadPose
     flag: float
     mirror_error: float
+    drift: float
 
     @property
     def width(self) -> float:
         return float(self.box[2] - self.box[0])
 
     @property
+    def large(self) -> bool:
+        """Large enough for the landmark model, which also finds a face there."""
+        return self.width >= MIN_REF_WIDTH and self.flag >= MIN_REF_FLAG
+
+    @property
     def reliable(self) -> bool:
-        return self.width >= MIN_REF_WIDTH and self.flag >= MIN_REF_FLAG and self.mirror_error <= MAX_REF_MIRROR
+        """The reference agrees with itself: on the mirrored crop and on one more pass."""
+        return self.large and self.mirror_error <= MAX_REF_MIRROR and self.drift <= MAX_REF_DRIFT
 
     @property
     def held_out(self) -> bool:
@@ -99,38 +116,60 @@ def collect(an, ref: ReferencePose, clips=HEAD_POSE + (WALK_PAUSE,)) -> tuple[li
         cache[clip] = frames(clip)
         for index, rgb in enumerate(cache[clip]):
             for d in an.detector.detect(rgb):
-                r = ref.estimate(rgb, d, mirror=True)
+                r = ref.estimate(rgb, d, mirror=True, drift=True)
                 samples.append(Sample(clip, index, d.box.astype(float), d.keypoints.astype(float), r.pose,
-                                      r.face_flag, r.mirror_error))
+                                      r.face_flag, r.mirror_error, r.drift))
     return samples, cache
 
 
+def eye_line_features(keypoints: np.ndarray) -> tuple[float, float, float]:
+    """:func:`device.orientation.pose_features` as it was up to commit 2c06455: roll from the
+    eye line, the points rotated to level it, the nose's offset from the eye midpoint (half eye
+    spans) and its height between the eye line and the mouth midpoint."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    eye_vec = kp[1] - kp[0]
+    roll = math.atan2(eye_vec[1], eye_vec[0])
+    cos_r, sin_r = math.cos(-roll), math.sin(-roll)
+    level = (kp - kp.mean(axis=0)) @ np.array([[cos_r, sin_r], [-sin_r, cos_r]])
+    eye_mid, mouth_mid = (level[0] + level[1]) / 2.0, (level[3] + level[4]) / 2.0
+    half_span = max(abs(level[1, 0] - level[0, 0]) / 2.0, 1e-6)
+    span = mouth_mid[1] - eye_mid[1]
+    height = (level[2, 1] - eye_mid[1]) / span if span > 0 else math.nan
+    return roll, -(level[2, 0] - eye_mid[0]) / half_span, height
+
+
 def pose_with(keypoints: np.ndarray, c: dict) -> HeadPose:
-    """:func:`device.orientation.head_pose` with the constants ``c`` (keys as ``BEFORE``)."""
-    roll, nose, height = orientation.pose_features(keypoints)
-    yaw = math.atan(c["yaw_gain"] * nose)
+    """:func:`device.orientation.head_pose` with the constants ``c`` (keys as ``BEFORE``;
+    ``axis`` "eye" for the eye-line geometry, else the device's)."""
+    features = eye_line_features if c.get("axis") == "eye" else orientation.pose_features
+    roll, nose, height = features(keypoints)
+    yaw = math.atan(c["yaw_gain"] * nose + c["yaw_cubic"] * nose ** 3)
     pitch = 0.0 if math.isnan(height) else math.atan((c["nose_height"] - height) / c["protrusion"])
     return HeadPose(math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
 def current() -> dict:
     o = orientation
-    return dict(yaw_gain=o.YAW_GAIN, nose_height=o.NOSE_HEIGHT, protrusion=o.NOSE_PROTRUSION)
+    return dict(axis="face", yaw_gain=o.YAW_GAIN, yaw_cubic=o.YAW_CUBIC, nose_height=o.NOSE_HEIGHT,
+                protrusion=o.NOSE_PROTRUSION)
 
 
 def fit(samples: list[Sample]) -> dict:
     """Least squares on the angles in degrees (``scipy.optimize.least_squares``, started from
-    the anthropometric values): yaw = atan(gain * nose); pitch = atan((height0 - height) / p)."""
+    the anthropometric values): yaw = atan(gain * nose + cubic * nose^3);
+    pitch = atan((height0 - height) / p), on :func:`device.orientation.pose_features`."""
     from scipy.optimize import least_squares
 
     f = np.array([orientation.pose_features(s.keypoints)[1:] for s in samples])
     yaw = np.array([s.ref.yaw_deg for s in samples])
     pitch = np.array([s.ref.pitch_deg for s in samples])
-    ry = least_squares(lambda p: np.degrees(np.arctan(p[0] * f[:, 0])) - yaw, [BEFORE["yaw_gain"]])
+    ry = least_squares(lambda p: np.degrees(np.arctan(p[0] * f[:, 0] + p[1] * f[:, 0] ** 3)) - yaw,
+                       [BEFORE["yaw_gain"], 0.0])
     ok = ~np.isnan(f[:, 1])
     rp = least_squares(lambda p: np.degrees(np.arctan((p[0] - f[ok, 1]) / p[1])) - pitch[ok],
                        [BEFORE["nose_height"], BEFORE["protrusion"]])
-    return dict(yaw_gain=float(ry.x[0]), nose_height=float(rp.x[0]), protrusion=float(rp.x[1]))
+    return dict(yaw_gain=float(ry.x[0]), yaw_cubic=float(ry.x[1]), nose_height=float(rp.x[0]),
+                protrusion=float(rp.x[1]))
 
 
 def errors(samples: list[Sample], c: dict) -> dict:
@@ -151,10 +190,17 @@ def errors(samples: list[Sample], c: dict) -> dict:
                 called_agreement=float(np.mean(called)) if called else float("nan"))
 
 
-def mirror_yaw(an, samples: list[Sample], cache: dict) -> np.ndarray:
+MIRROR_ORDER = [1, 0, 2, 4, 3]  # YuNet's points of a mirrored face: the eyes and mouth corners swap
+
+
+def mirror_yaw(an, samples: list[Sample], cache: dict) -> dict:
     """yaw + yaw(mirrored frame) in degrees for each sample's face (0 for a perfect mirror),
-    the face found in the mirrored frame matched by its box centre."""
-    out, memo = [], {}
+    the face found in the mirrored frame matched by its box centre, and its two parts:
+    ``estimator``, yaw + yaw of the same five points mirrored (what the formula adds), and
+    ``detector``, yaw of the points found on the mirrored frame minus yaw of the mirrored
+    points (what the detector adds); ``points``: how far each point found on the mirrored
+    frame lies from the mirrored point, in half eye spans, (n, 5)."""
+    total, est, det, points, memo = [], [], [], [], {}
     for s in samples:
         key = (s.clip, s.frame)
         if key not in memo:
@@ -163,8 +209,48 @@ def mirror_yaw(an, samples: list[Sample], cache: dict) -> np.ndarray:
         width, faces = memo[key]
         centre = width - (s.box[0] + s.box[2]) / 2
         m = min(faces, key=lambda f: abs((f.detection.box[0] + f.detection.box[2]) / 2 - centre))
-        out.append(orientation.head_pose(s.keypoints).yaw_deg + m.pose.yaw_deg)
-    return np.array(out)
+        mirrored = s.keypoints[MIRROR_ORDER] * (-1, 1) + (width, 0)
+        yaw, yaw_mirrored = orientation.head_pose(s.keypoints).yaw_deg, orientation.head_pose(mirrored).yaw_deg
+        total.append(yaw + m.pose.yaw_deg)
+        est.append(yaw + yaw_mirrored)
+        det.append(m.pose.yaw_deg - yaw_mirrored)
+        half_span = np.linalg.norm(s.keypoints[1] - s.keypoints[0]) / 2
+        points.append(np.linalg.norm(m.detection.keypoints - mirrored, axis=1) / half_span)
+    return dict(total=np.array(total), estimator=np.array(est), detector=np.array(det), points=np.array(points))
+
+
+def rotations(an, ref: ReferencePose, samples: list[Sample], cache: dict, angles=ROTATIONS) -> list[dict]:
+    """Tilted heads with a known answer: each face's frame rotated in the image about the face
+    by each angle (bicubic), the face detected again and both methods run on it. The truth is
+    the unrotated face's reference pose with its roll moved by the angle.
+
+    Returns one dict per angle: ``n`` faces, ``found`` re-detected; the reference's mean roll
+    change and its yaw and pitch MAE against its unrotated reading; the five points' mean roll
+    change (the device's axis and the eye line) and the device's yaw and pitch MAE against the
+    truth.
+    """
+    out = {a: dict(angle=a, n=len(samples), found=0, ref_roll=[], ref_yaw=[], ref_pitch=[], axis_roll=[],
+                   eye_roll=[], yaw=[], pitch=[]) for a in angles}
+    for s in samples:
+        rgb = cache[s.clip][s.frame]
+        cx, cy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
+        level = orientation.head_pose(s.keypoints)
+        for angle in angles:
+            img = np.asarray(Image.fromarray(rgb).rotate(-angle, resample=Image.Resampling.BICUBIC, center=(cx, cy)))
+            dets = [d for d in an.detector.detect(img)
+                    if max(abs((d.box[0] + d.box[2]) / 2 - cx), abs((d.box[1] + d.box[3]) / 2 - cy)) < s.width / 2]
+            if not dets:
+                continue
+            r, est, o = ref.estimate(img, dets[0]).pose, orientation.head_pose(dets[0].keypoints), out[angle]
+            o["found"] += 1
+            o["ref_roll"].append(r.roll_deg - s.ref.roll_deg)
+            o["ref_yaw"].append(abs(r.yaw_deg - s.ref.yaw_deg))
+            o["ref_pitch"].append(abs(r.pitch_deg - s.ref.pitch_deg))
+            o["axis_roll"].append(est.roll_deg - level.roll_deg)
+            o["eye_roll"].append(math.degrees(eye_line_features(dets[0].keypoints)[0] - eye_line_features(s.keypoints)[0]))
+            o["yaw"].append(abs(est.yaw_deg - s.ref.yaw_deg))
+            o["pitch"].append(abs(est.pitch_deg - s.ref.pitch_deg))
+    return [{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in o.items()} for o in out.values()]
 
 
 def rescaled(rgb: np.ndarray, box: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -290,53 +376,95 @@ def engagement(an, before: bool, window_s: float = 1.0, min_group: int = 3) -> l
     return [(w.engagement_score, *c) for w, c in zip(windows, counts)]
 
 
+def held_out_sets(samples: list[Sample]) -> dict:
+    """The held-out head-pose faces: ``reliable`` (the reference agrees with itself on the
+    mirrored crop and on one more pass), ``every`` (all >= 30 px faces whose mirrored crop the
+    reference reads consistently, the set before the drift rule), and ``mild``, the reliable
+    ones with |roll| <= STRONG_ROLL."""
+    reliable = [s for s in samples if s.held_out and s.reliable]
+    return dict(reliable=reliable, every=[s for s in samples if s.held_out and s.large and s.mirror_error <= MAX_REF_MIRROR],
+                mild=[s for s in reliable if abs(s.ref.roll_deg) <= STRONG_ROLL])
+
+
+def training(samples: list[Sample]) -> list[Sample]:
+    """The fit's faces: reliable, not held out (head-pose ``index % 3 != 2``, walking-and-pause)."""
+    return [s for s in samples if s.reliable and not s.held_out]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="every third face in the size study")
+    parser.add_argument("--quick", action="store_true", help="every third face in the size study, half the rotated ones")
     args = parser.parse_args(argv)
     an, ref = analyzer(), ReferencePose()
     samples, cache = collect(an, ref)
     reliable = [s for s in samples if s.reliable]
+    large = [s for s in samples if s.large]
 
-    print(f"1. reference checks: faces detected {len(samples)}, reliable {len(reliable)} (>= 30 px, face flag "
-          f">= 0.9, reference agrees with itself on the mirrored crop within 5 deg; dropped by that last "
-          f"rule: {sum(s.width >= MIN_REF_WIDTH and s.flag >= MIN_REF_FLAG and not s.reliable for s in samples)})")
+    print(f"1. reference checks: faces detected {len(samples)}, >= 30 px with face flag >= 0.9: {len(large)}, "
+          f"reliable {len(reliable)}; dropped because the reference disagrees with itself on the mirrored crop "
+          f"by more than {MAX_REF_MIRROR:.0f} deg: {sum(s.mirror_error > MAX_REF_MIRROR for s in large)}, or one "
+          f"more tracking pass moves it by more than {MAX_REF_DRIFT:.0f} deg: "
+          f"{sum(s.mirror_error <= MAX_REF_MIRROR and s.drift > MAX_REF_DRIFT for s in large)}")
     for clip in HEAD_POSE + (WALK_PAUSE,):
         c = [s for s in reliable if s.clip == clip]
+        d = [s.drift for s in large if s.clip == clip]
         yaws = [s.ref.yaw_deg for s in c]
         print(f"   {clip:52s} faces {len(c):3d}  yaw {min(yaws):6.1f} .. {max(yaws):5.1f}  "
               f"pitch {min(s.ref.pitch_deg for s in c):6.1f} .. {max(s.ref.pitch_deg for s in c):5.1f}  "
               f"|yaw + yaw(mirrored crop)| median {np.median([s.mirror_error for s in c]):.1f} "
-              f"max {max(s.mirror_error for s in c):.1f}")
+              f"max {max(s.mirror_error for s in c):.1f}  drift median {np.median(d):.1f} max {max(d):.1f}")
+    drifting = [s for s in large if s.drift > MAX_REF_DRIFT]
+    for clip in HEAD_POSE:
+        d = [s for s in drifting if s.clip == clip]
+        if d:
+            print(f"   drifting in {clip}: {len(d)} faces, frames {sorted(s.frame for s in d)}, box x "
+                  f"{min(s.box[0] for s in d):.0f}..{max(s.box[0] for s in d):.0f}, reference roll "
+                  f"{min(s.ref.roll_deg for s in d):.0f}..{max(s.ref.roll_deg for s in d):.0f} deg, drift "
+                  f"{min(s.drift for s in d):.1f}..{max(s.drift for s in d):.1f} deg")
+    level = [s for s in reliable if abs(s.ref.roll_deg) < 10][:: 2 if args.quick else 1][::4]
+    print(f"   tilted heads: {len(level)} reliable level faces rotated in the image (truth: their reference, "
+          f"roll + rotation)")
+    print("   rotation  found   reference: roll change  yaw/pitch change   five points: axis roll  eye-line roll  "
+          "yaw MAE  pitch MAE")
+    for r in rotations(an, ref, level, cache):
+        print(f"   {r['angle']:+5d}    {r['found']:3d}/{r['n']:3d}   {r['ref_roll']:+20.1f}  {r['ref_yaw']:7.1f} {r['ref_pitch']:5.1f}"
+              f"   {r['axis_roll']:+23.1f}  {r['eye_roll']:+13.1f}  {r['yaw']:7.1f}  {r['pitch']:9.1f}")
 
-    train = [s for s in reliable if not s.held_out and abs(s.ref.roll_deg) <= STRONG_ROLL]
-    test = [s for s in reliable if s.held_out]
+    train = training(samples)
     fitted = fit(train)
-    print(f"2. fit on {len(train)} faces (head-pose frames index % 3 != 2 and walking-and-pause, "
-          f"|roll| <= {STRONG_ROLL:.0f}):")
+    print(f"2. fit on {len(train)} reliable faces (head-pose frames index % 3 != 2 and walking-and-pause):")
     print("   " + "  ".join(f"{k} = {v:.4f}" for k, v in fitted.items()))
-    print("   in device/orientation.py: " + "  ".join(f"{k} = {v:.4f}" for k, v in current().items()))
+    print("   in device/orientation.py: " + "  ".join(f"{k} = {v:.4f}" for k, v in current().items() if k != "axis"))
+    e = errors(train, current())
+    print(f"   on the training faces: yaw MAE {e['yaw_mae']:.2f}, pitch MAE {e['pitch_mae']:.2f}, "
+          f"agreement {e['agreement']:.3f}")
 
-    print(f"3. held-out head-pose faces ({len(test)}), against the reference")
-    mild = [s for s in test if abs(s.ref.roll_deg) <= STRONG_ROLL]
-    for name, c in (("before issue 11", BEFORE), ("now", current())):
-        for label, subset in (("all", test), (f"|roll| <= {STRONG_ROLL:.0f}", mild)):
-            e = errors(subset, c)
-            print(f"   {name:16s} {label:12s} n={e['n']:3d} yaw MAE {e['yaw_mae']:5.2f} (n={e['n_yaw']})  "
+    sets = held_out_sets(samples)
+    print(f"3. held-out head-pose faces, against the reference")
+    labels = (("reliable", f"reference reliable ({len(sets['reliable'])})"), ("mild", f"reliable, |roll| <= {STRONG_ROLL:.0f}"),
+              ("every", "every face (before the drift rule)"))
+    for name, c in (("before issue 11", BEFORE), ("eye-line fit", EYE_LINE_FIT), ("now", current())):
+        for key, label in labels:
+            e = errors(sets[key], c)
+            print(f"   {name:16s} {label:36s} n={e['n']:3d} yaw MAE {e['yaw_mae']:5.2f} (n={e['n_yaw']})  "
                   f"pitch MAE {e['pitch_mae']:5.2f} (n={e['n_pitch']})  facing-front agreement "
                   f"{e['agreement']:.3f} (reference facing front {e['ref_front']:.2f})"
                   + (f"; called: undecided {e['undecided']:.3f}, agreement {e['called_agreement']:.3f}"
                      if name == "now" else ""))
-    print("   yaw error by measured tilt (|roll| from the eye points), all reliable faces:")
-    for lo, hi in ((0, 5), (5, 10), (10, 90)):
+    print("   yaw error by measured tilt (|roll| of the five points' axis), reliable faces:")
+    for lo, hi in ((0, 5), (5, 10), (10, 20), (20, 90)):
         err = [orientation.head_pose(s.keypoints).yaw_deg - s.ref.yaw_deg for s in reliable
                if lo <= abs(orientation.head_pose(s.keypoints).roll_deg) < hi]
         print(f"     {lo:2d}-{hi:2d} deg: {len(err):3d} faces, yaw RMS {np.sqrt(np.mean(np.square(err))):5.1f} deg")
 
-    m = mirror_yaw(an, test, cache)
-    print(f"4. mirrored held-out frames: yaw + yaw(mirrored) mean {m.mean():+.2f} deg (the estimator's bias); "
-          f"per face |.| mean {np.abs(m).mean():.2f} median {np.median(np.abs(m)):.2f} max {np.abs(m).max():.2f} "
-          f"(n={len(m)}; YuNet's landmarks on a mirrored frame are not the mirrored landmarks)")
+    m = mirror_yaw(an, sets["every"], cache)
+    t, est, det = m["total"], m["estimator"], m["detector"]
+    print(f"4. mirrored held-out frames ({len(t)} faces): yaw + yaw(mirrored) mean {t.mean():+.2f} deg; per face |.| "
+          f"mean {np.abs(t).mean():.2f} median {np.median(np.abs(t)):.2f} max {np.abs(t).max():.2f}")
+    print(f"   the estimator's part (the same five points mirrored): max {np.abs(est).max():.2g} deg; the detector's "
+          f"part: median {np.median(np.abs(det)):.2f} max {np.abs(det).max():.2f} deg (its points on the mirrored frame "
+          f"lie {np.median(m['points']):.3f} half eye spans from the mirrored points, median; nose "
+          f"{np.median(m['points'][:, 2]):.3f})")
 
     study = [s for s in reliable if abs(s.ref.roll_deg) <= STRONG_ROLL]
     if args.quick:

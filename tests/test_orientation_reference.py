@@ -2,8 +2,9 @@
 
 The reference is MediaPipe's 468-point face mesh (scripts/reference_pose.py); the figures are
 those scripts/orientation_eval.py prints, measured on the Intel clips (CC-BY-4.0). Held out:
-head-pose frames with index % 3 == 2. "Mild roll": |roll| <= 20 deg by the reference, where
-YuNet's five points hold (above it they under-report roll by about half and yaw follows).
+head-pose frames with index % 3 == 2. "Reliable": the reference agrees with itself on the
+mirrored crop and on one more tracking pass (its drift); "mild roll": |roll| <= 20 deg by the
+reference.
 """
 
 from __future__ import annotations
@@ -35,15 +36,11 @@ def data(an):
     return [s for s in samples if s.reliable], samples, cache
 
 
-def held_out(reliable, mild=True):
-    return [s for s in reliable if s.held_out and (not mild or abs(s.ref.roll_deg) <= oe.STRONG_ROLL)]
-
-
 def test_reference_is_plausible(data):
     reliable, samples, _ = data
     by = {c: [s for s in reliable if s.clip == c] for c in oe.HEAD_POSE + (oe.WALK_PAUSE,)}
     # The female clip turns about 45 deg to the image's left (her right; frame 0) and about
-    # 30 deg to the image's right (frames 12-15), checked by eye: -29.6 .. 48.8 measured.
+    # 30 deg to the image's right (frames 12-15), checked by eye: -30.2 .. 48.8 measured.
     female = [s.ref.yaw_deg for s in by[oe.HEAD_POSE[0]]]
     assert max(female) > 45 and min(female) < -25
     assert by[oe.HEAD_POSE[0]][0].ref.yaw_deg > 40  # frame 0: turned to her right
@@ -52,8 +49,34 @@ def test_reference_is_plausible(data):
     assert all(abs(s.ref.yaw_deg) < 3 and abs(s.ref.pitch_deg) < 4 and abs(s.ref.roll_deg) < 4 for s in male)
     # Mirrored crops: opposite yaw (median |yaw + yaw(mirror)| 0.7-1.6 deg per clip).
     assert np.median([s.mirror_error for s in reliable]) < 2
-    # 7 of 320 faces fail the reference's own mirror check (2 in a strongly rolled head).
-    assert len(samples) - len(reliable) <= 10
+    large = [s for s in samples if s.large]
+    assert len(large) == 320 and sum(s.mirror_error > oe.MAX_REF_MIRROR for s in large) == 8
+    # One more tracking pass: the walking and male clips move at most 2.6 and 1.9 deg, the
+    # tilted man of the female-and-male clip 3.6; the tilted, turned woman beside him drifts
+    # 6.4-20.5 deg from frame 3 on (the mesh keeps rotating), and 3 faces of the female clip 5.4-6.2.
+    drifting = [s for s in large if s.mirror_error <= oe.MAX_REF_MIRROR and s.drift > oe.MAX_REF_DRIFT]
+    assert len(drifting) == 49 and len(reliable) == 263
+    both = [s for s in large if s.clip == oe.HEAD_POSE[2]]
+    man, woman = [s for s in both if s.box[0] > 200], [s for s in both if s.box[0] < 200 and s.frame >= 3]
+    assert max(s.drift for s in man) < 4 and abs(np.mean([s.ref.roll_deg for s in man if s.frame >= 8])) > 35
+    assert all(s.drift > oe.MAX_REF_DRIFT for s in woman)
+    for clip in (oe.WALK_PAUSE, oe.HEAD_POSE[1]):
+        assert max(s.drift for s in large if s.clip == clip) < 3
+
+
+def test_reference_follows_tilt_the_five_points_do_not(an, data):
+    reliable, _, cache = data
+    level = [s for s in reliable if abs(s.ref.roll_deg) < 10][::16]
+    rows = oe.rotations(an, ReferencePose(), level, cache, angles=(-30, 30))
+    for r in rows:
+        print(r)
+        assert r["found"] >= 0.4 * r["n"]  # YuNet misses tilted faces: 26-35 of 51 found at +-30 (full run)
+        # measured (full run): the reference reads -29.1 / +29.9 with yaw and pitch moving
+        # 0.8-1.0 and 1.5-1.9 deg; the five points' axis -17.7 / +23.7, the eye line -12.9 / +15.6
+        assert abs(r["ref_roll"] - r["angle"]) < 2.5 and r["ref_yaw"] < 2 and r["ref_pitch"] < 3
+        assert 0.5 < r["axis_roll"] / r["angle"] < 0.9 and abs(r["eye_roll"]) < abs(r["axis_roll"])
+        # the device's yaw on them: MAE 4.8 / 5.1 deg on these 13 faces (3.7 / 3.6 on all 51)
+        assert r["yaw"] < 6
 
 
 def test_pose_from_mesh_sign_conventions():
@@ -76,43 +99,57 @@ def test_pose_from_mesh_sign_conventions():
 
 
 def test_constants_are_the_least_squares_fit(data):
-    reliable, _, _ = data
-    train = [s for s in reliable if not s.held_out and abs(s.ref.roll_deg) <= oe.STRONG_ROLL]
+    _, samples, _ = data
+    train = oe.training(samples)
     fitted = oe.fit(train)
     print("fitted", fitted, "on", len(train), "faces")
-    assert len(train) == 182
+    assert len(train) == 219
     for key, value in oe.current().items():
-        assert fitted[key] == pytest.approx(value, abs=2e-4), key
+        if key != "axis":
+            assert fitted[key] == pytest.approx(value, abs=2e-4), key
 
 
 def test_held_out_error_against_the_reference(data):
-    reliable, _, _ = data
-    now, before = oe.errors(held_out(reliable), oe.current()), oe.errors(held_out(reliable), oe.BEFORE)
-    print("held-out, mild roll: now", now, "before", before)
-    # measured: yaw MAE 2.50 (27 faces), pitch MAE 6.33, agreement 1.000; before 3.84 / 4.49 / 0.963.
-    # Pitch misses issue 11's 6 deg by 0.3 (with the RGB-input models; 5.86 with the BGR-input ones).
-    assert now["n"] == 27
-    assert now["yaw_mae"] <= 5 and now["pitch_mae"] <= 6.5 and now["agreement"] >= 0.95
-    assert now["yaw_mae"] < before["yaw_mae"]
-    # All held-out faces, strongly rolled heads included (female-and-male clip): yaw MAE 11.2,
-    # pitch 8.2, agreement of the estimate 0.733: YuNet's eye points follow half the tilt. The
-    # device does not call those heads (tilt limit): 55 % undecided, the called ones agree 100 %.
-    every = oe.errors(held_out(reliable, mild=False), oe.current())
-    print("held-out, all:", every)
-    assert every["n"] == 60 and every["yaw_mae"] < 12 and every["agreement"] >= 0.7
-    assert every["called_agreement"] >= 0.95 and every["undecided"] == pytest.approx(0.55, abs=0.02)
-    assert now["called_agreement"] >= 0.95 and now["undecided"] <= 0.05  # 1.000 and 0.037 measured
+    _, samples, _ = data
+    sets = oe.held_out_sets(samples)
+    now, eye = oe.errors(sets["reliable"], oe.current()), oe.errors(sets["reliable"], oe.EYE_LINE_FIT)
+    print("held-out, reference reliable: now", now, "eye-line geometry", eye)
+    # measured: yaw MAE 3.07 (44 faces), pitch MAE 4.67, agreement 0.977 (one face: the woman
+    # of the female-and-male clip tilting, turned 32 deg, read 23); the eye-line geometry
+    # fitted the same way: 5.39 / 5.98 / 0.977 (it reads the tilted man 8-13 deg off).
+    assert now["n"] == 44
+    assert now["yaw_mae"] <= 5 and now["pitch_mae"] <= 6 and now["agreement"] >= 0.95
+    assert now["yaw_mae"] < eye["yaw_mae"] - 1.5 and now["pitch_mae"] < eye["pitch_mae"] - 0.5
+    # The device leaves tilted heads undecided: 43 % of these, every called one agrees.
+    assert now["called_agreement"] == 1.0 and now["undecided"] == pytest.approx(0.432, abs=0.03)
+    mild = oe.errors(sets["mild"], oe.current())
+    print("held-out, reliable, mild roll:", mild)
+    # measured: 26 faces, yaw MAE 2.70, pitch 5.64, agreement 1.000, undecided 0.038
+    assert mild["n"] == 26 and mild["yaw_mae"] <= 3.5 and mild["pitch_mae"] <= 6 and mild["agreement"] == 1.0
+    # Every held-out face, the drifting woman included (the reference reads her 34-50 deg,
+    # the five points 6-19): yaw MAE 8.85, pitch 8.07, agreement 0.733; undecided 0.567, the
+    # called ones agree 100 %.
+    every = oe.errors(sets["every"], oe.current())
+    print("held-out, every face:", every)
+    assert every["n"] == 60 and every["yaw_mae"] < 10 and every["agreement"] >= 0.7
+    assert every["called_agreement"] == 1.0 and every["undecided"] == pytest.approx(0.567, abs=0.03)
 
 
 def test_mirrored_frames(an, data):
-    reliable, _, cache = data
-    sums = oe.mirror_yaw(an, [s for s in reliable if s.held_out], cache)
-    print(f"yaw + yaw(mirrored): mean {sums.mean():+.2f}, |.| median {np.median(np.abs(sums)):.2f} "
-          f"max {np.abs(sums).max():.2f}")
-    # No bias: the mean of yaw + yaw(mirrored) is -0.14 deg. Per face YuNet's landmarks on the
-    # mirrored frame differ from the mirrored landmarks (float and int8 alike): |.| median 3.4.
-    assert abs(sums.mean()) <= 2
-    assert np.median(np.abs(sums)) <= 4.5
+    _, samples, cache = data
+    m = oe.mirror_yaw(an, oe.held_out_sets(samples)["every"], cache)
+    t = m["total"]
+    print(f"yaw + yaw(mirrored): mean {t.mean():+.2f}, |.| median {np.median(np.abs(t)):.2f} max {np.abs(t).max():.2f}; "
+          f"detector's points off the mirrored points by {np.median(m['points']):.3f} half eye spans (median)")
+    # The formula is exactly antisymmetric: the mirrored five points give the opposite yaw.
+    assert np.abs(m["estimator"]).max() < 1e-9
+    # All of what remains is the detector's: its points on a mirrored frame lie a median 0.24
+    # half eye spans from the mirrored points (float and int8 alike), so yaw + yaw(mirrored)
+    # is 3.45 deg per face (median), 19.8 at most (a 45 deg turn, where yaw is steep in the
+    # nose offset); mean -1.55: no bias beyond that noise.
+    assert np.allclose(m["total"], m["detector"])
+    assert abs(t.mean()) <= 2 and np.median(np.abs(t)) <= 4
+    assert 0.15 <= np.median(m["points"]) <= 0.35
 
 
 def test_classroom_people(an):
@@ -122,7 +159,7 @@ def test_classroom_people(an):
     assert min(c["called_front_share"][:3]) >= 0.95  # measured 1.0, 1.0, 1.0
     right = c["right"]
     for i in range(18, 29):
-        assert right[i].pose.yaw_deg > 30 and not right[i].facing_front, i  # 31 .. 47 measured
+        assert right[i].pose.yaw_deg > 30 and not right[i].facing_front, i  # 37 .. 67 measured
     for i in (0, 1, 2, 3, 36, 37, 38, 39, 40):
         assert right[i].facing_front and right[i].decided, i
 
@@ -133,17 +170,17 @@ def test_error_grows_as_faces_shrink(an, data):
     rows = {r["width"]: r for r in oe.size_study(an, study, cache, sizes=(12, 16, 24, 40))}
     for r in rows.values():
         print(r)
-    # measured (every third face, 70): yaw RMS 9.8 / 5.2 / 4.0 / 4.2 deg at 12 / 16 / 24 / 40 px
+    # measured (every third face, 70): yaw RMS 8.5 / 3.9 / 4.3 / 3.7 deg at 12 / 16 / 24 / 40 px
     assert rows[12]["yaw_rms"] > 1.6 * rows[24]["yaw_rms"]
     assert 7 <= rows[12]["yaw_rms"] <= 12 and rows[24]["yaw_rms"] <= 5.5
-    # At the default score threshold 0.7 the detector finds 54 of the 70 faces shrunk to 12 px
-    # (77 %; at 0.6 it found more, but also a shirt collar and backs of heads: models/README.md).
+    # At the default score threshold 0.7 the detector finds 61 of the 70 faces shrunk to 12 px
+    # (87 %; at 0.6 it found more, but also a shirt collar and backs of heads: models/README.md).
     assert rows[12]["found"] >= 0.7 * rows[12]["n"] and rows[16]["found"] == rows[16]["n"]
     for r in rows.values():  # the faces the rule calls agree with the reference at least as often
-        # (within one face of the ~70: at 16 px 0.9855 called vs 0.9857 all, measured)
+        # (within one face of the ~70: at 16 px 0.9853 called vs 0.9857 all, measured)
         assert r["decided_agreement"] >= r["agreement"] - 1 / r["n"]
-    # The error model in device/orientation.py (fitted to the full study's RMS: 3.04, 85.8 deg
-    # yaw; 6.36, 62.3 pitch) predicts this subset's RMS within 2 deg (12 px: 9.5 vs 8.1).
+    # The error model in device/orientation.py (fitted to the full study's RMS: 3.28, 76.7 deg
+    # yaw; 6.00, 69.8 pitch) predicts this subset's RMS within 2 deg (12 px: 7.2 vs 8.5).
     for r in rows.values():
         assert orientation.angle_error(r["width"], orientation.YAW_ERROR) == pytest.approx(r["yaw_rms"], abs=2)
         assert orientation.angle_error(r["width"], orientation.PITCH_ERROR) == pytest.approx(r["pitch_rms"], abs=2)
@@ -153,7 +190,8 @@ def test_classroom_engagement_before_and_after(an):
     before, after = oe.engagement(an, True), oe.engagement(an, False)
     print("before", before, "after", after)
     assert [w[0] for w in before] == [1.0, 0.8, 0.983]
-    # Window 2: the man on the right turning (frames 18, 19, 26, 29: 19 px wide, yaw 25-36)
-    # is too near the 30 deg limit to call: 48 of 56 called faces instead of 48 of 60.
-    # Window 3: frame 31 of him reads 20 deg (31 with the old yaw gain): facing front.
-    assert after == [(1.0, 60, 60, 0), (0.857, 60, 48, 4), (1.0, 60, 60, 0)]
+    # Window 2: the man on the right turned (frames 18-28, 19 px wide) reads 37-67 deg, far
+    # enough past the limit to call; frame 29 reads 30.0, too near it: 48 of 59 called faces
+    # (the eye-line geometry read him 25-36 in 4 frames: 48 of 56, 0.857). Window 3: frame 31
+    # of him reads 15 deg (31 with the pre-issue-11 yaw gain): facing front.
+    assert after == [(1.0, 60, 60, 0), (0.814, 60, 48, 1), (1.0, 60, 60, 0)]
