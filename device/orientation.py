@@ -119,20 +119,26 @@ def pose_features(keypoints: np.ndarray) -> tuple[float, float, float]:
     kp = np.asarray(keypoints, dtype=np.float64)
     if kp.shape != (NUM_KEYPOINTS, 2):
         raise ValueError(f"keypoints must have shape ({NUM_KEYPOINTS}, 2), got {kp.shape}")
-    eye_vec = kp[LEFT_EYE] - kp[RIGHT_EYE]  # image-left eye -> image-right eye
-    half_span = float(np.hypot(*eye_vec)) / 2.0
+    # Plain floats from here: five points do not need numpy, and a frame of a full classroom
+    # runs this 20-30 times.
+    points = kp.tolist()
+    (rx, ry), (lx, ly) = points[RIGHT_EYE], points[LEFT_EYE]
+    ex, ey = lx - rx, ly - ry  # image-left eye -> image-right eye
+    half_span = math.hypot(ex, ey) / 2.0
     if not half_span > 0:
         raise ValueError("eye keypoints coincide; cannot estimate orientation")
-    eye_mid = (kp[RIGHT_EYE] + kp[LEFT_EYE]) / 2.0
-    axis = (kp[RIGHT_MOUTH] + kp[LEFT_MOUTH]) / 2.0 - eye_mid  # down the face
-    length = float(np.hypot(*axis))
-    down = axis / length if length > 0 else np.array([-eye_vec[1], eye_vec[0]]) / (2.0 * half_span)
-    right = np.array([down[1], -down[0]])  # toward the image's right on an upright face
-    nose_vec = kp[NOSE_TIP] - eye_mid
-    roll = math.atan2(-down[0], down[1])
+    mid_x, mid_y = (rx + lx) / 2.0, (ry + ly) / 2.0
+    (rmx, rmy), (lmx, lmy) = points[RIGHT_MOUTH], points[LEFT_MOUTH]
+    ax, ay = (rmx + lmx) / 2.0 - mid_x, (rmy + lmy) / 2.0 - mid_y  # the axis, down the face
+    length = math.hypot(ax, ay)
+    # Unit vector down the face; perpendicular to the eye line when the midpoints coincide.
+    dx, dy = (ax / length, ay / length) if length > 0 else (-ey / (2.0 * half_span), ex / (2.0 * half_span))
+    # (dy, -dx) points toward the image's right on an upright face.
+    nx, ny = points[NOSE_TIP][0] - mid_x, points[NOSE_TIP][1] - mid_y
+    roll = math.atan2(-dx, dy)
     # Nose toward the image's left (negative x) = face turned to the person's right = yaw > 0.
-    nose = -float(nose_vec @ right) / half_span
-    height = float(nose_vec @ down) / length if length > 0 else math.nan
+    nose = -(nx * dy - ny * dx) / half_span
+    height = (nx * dx + ny * dy) / length if length > 0 else math.nan
     return roll, nose, height
 
 
