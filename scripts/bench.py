@@ -18,7 +18,8 @@ between runs. On the 45 frames of the classroom clip (``../shared/data/video``),
   (written to scratch MP4 files), int8.
 
 Timings are medians over ``--repeat`` passes of the 45 frames, passes of the configurations
-interleaved. Usage: ``make bench``, or ``.venv/bin/python scripts/bench.py [--repeat N]``.
+interleaved; beside each ratio, the lowest and highest of the same ratio pass by pass, which
+shows how much this shared machine's load moved it within the run. Usage: ``make bench``, or ``.venv/bin/python scripts/bench.py [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,7 @@ def timed(fn, items, times: list) -> None:
 
 
 def measure(repeat: int) -> dict:
-    """Median ms per frame of every configuration, interleaved pass by pass."""
+    """Timing (ms per frame) of every configuration, interleaved pass by pass."""
     import cv2
 
     cv2.setNumThreads(THREADS)
@@ -91,10 +93,27 @@ def measure(repeat: int) -> dict:
         ref.detect(bgr[0])
         configs[(size, "opencv", "pipeline")] = (ref.detect, bgr, [])
     for _ in range(repeat):
-        for fn, items, times in configs.values():
+        for fn, items, passes in configs.values():
             fn(items[0])  # untimed: the previous configuration's threads may still spin
-            timed(fn, items, times)
-    return {key: float(np.median(times)) for key, (_, _, times) in configs.items()}
+            passes.append([])
+            timed(fn, items, passes[-1])
+    return {key: Timing(float(np.median(np.concatenate(passes))), [float(np.median(p)) for p in passes])
+            for key, (_, _, passes) in configs.items()}
+
+
+@dataclass
+class Timing:
+    """Median ms per frame of one configuration: over all passes, and of each pass."""
+
+    median: float
+    per_pass: list[float]
+
+
+def ratio_range(num: Timing, den: Timing) -> str:
+    """The lowest and highest per-pass ratio ``num / den`` (passes taken side by side), as
+    ``lo-hi``: how far this machine's load moved the ratio within the run."""
+    ratios = [a / b for a, b in zip(num.per_pass, den.per_pass)]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def old_blazeface(scratch: Path, repeat: int) -> float | None:
@@ -170,16 +189,20 @@ def wait_peak_rss(proc: subprocess.Popen) -> float:
     return peak
 
 
-def report(ms: dict, old: float | None, rss: dict) -> None:
-    print(f"classroom clip, 45 frames, {THREADS} threads; median ms per frame")
-    print(f"{'frame size':>11} {'model':>8} {'bare invoke':>12} {'pipeline':>9} {'ratio':>6} {'OpenCV YN':>10} "
-          f"{'OpenCV/ours':>12}")
+def report(timings: dict, old: float | None, rss: dict) -> None:
+    ms = {key: t.median for key, t in timings.items()}
+    print(f"classroom clip, 45 frames, {THREADS} threads; median ms per frame (ranges: lowest-highest of the "
+          "passes' ratios)")
+    print(f"{'frame size':>11} {'model':>8} {'bare invoke':>12} {'pipeline':>9} {'ratio':>6} {'(passes)':>10} "
+          f"{'OpenCV YN':>10} {'OpenCV/ours':>12} {'(passes)':>10}")
     for size in FRAME_SIZES:
         cv = ms[(size, "opencv", "pipeline")]
         for precision in PRECISIONS:
             bare, pipe = ms[(size, precision, "bare")], ms[(size, precision, "pipeline")]
-            print(f"{size[0]:>5}x{size[1]:<5} {precision:>8} {bare:12.2f} {pipe:9.2f} {pipe / bare:6.3f} {cv:10.2f} "
-                  f"{cv / pipe:11.2f}x")
+            spread = ratio_range(timings[(size, precision, "pipeline")], timings[(size, precision, "bare")])
+            versus = ratio_range(timings[(size, "opencv", "pipeline")], timings[(size, precision, "pipeline")])
+            print(f"{size[0]:>5}x{size[1]:<5} {precision:>8} {bare:12.2f} {pipe:9.2f} {pipe / bare:6.3f} {spread:>10} "
+                  f"{cv:10.2f} {cv / pipe:11.2f}x {versus:>10}")
     for size in FRAME_SIZES:
         i8, f32 = ms[(size, "int8", "pipeline")], ms[(size, "float32", "pipeline")]
         b8, b32 = ms[(size, "int8", "bare")], ms[(size, "float32", "bare")]
