@@ -12,7 +12,8 @@ Prints, one section each (all figures measured on the clips in ``../shared/data/
    on the faces where the reference is reliable and on every held-out face, and without
    strongly rolled faces (|roll| > 20 deg);
 4. mirrored frames: |yaw + yaw(mirrored)|, split into the estimator's part (the mirrored five
-   points) and the detector's (its points on the mirrored frame are not the mirrored points);
+   points) and the detector's (its points on the mirrored frame are not the mirrored points),
+   and the detector's jitter when the same frame is moved by 1-3 px;
 5. error versus face size: the reliable faces re-detected on downscaled (or, above their own
    size, upscaled) copies of their frames, 12 to 120 px wide, and the error model fitted to it;
 6. the classroom clip: per-person facing-front share, the man on the right's yaw;
@@ -217,6 +218,28 @@ def mirror_yaw(an, samples: list[Sample], cache: dict) -> dict:
         half_span = np.linalg.norm(s.keypoints[1] - s.keypoints[0]) / 2
         points.append(np.linalg.norm(m.detection.keypoints - mirrored, axis=1) / half_span)
     return dict(total=np.array(total), estimator=np.array(est), detector=np.array(det), points=np.array(points))
+
+
+def shift_jitter(an, samples: list[Sample], cache: dict, shifts=(1, 2, 3)) -> np.ndarray:
+    """|yaw(frame shifted right by k px) - yaw(frame)| in degrees for each sample's face and
+    each shift in ``shifts`` (the face found again matched by its box centre): how much the
+    detector's five points, and so yaw, move when the same picture lands on the pixel grid a
+    pixel or two apart. A mirrored frame lands the scene on another phase of the grid too."""
+    out, memo = [], {}
+    for s in samples:
+        rgb = cache[s.clip][s.frame]
+        yaw = orientation.head_pose(s.keypoints).yaw_deg
+        for k in shifts:
+            if (s.clip, s.frame, k) not in memo:
+                moved = np.zeros_like(rgb)
+                moved[:, k:] = rgb[:, :-k]
+                memo[(s.clip, s.frame, k)] = an.faces(moved)
+            centre = (s.box[0] + s.box[2]) / 2 + k
+            faces = memo[(s.clip, s.frame, k)]
+            if faces:
+                f = min(faces, key=lambda f: abs((f.detection.box[0] + f.detection.box[2]) / 2 - centre))
+                out.append(abs(f.pose.yaw_deg - yaw))
+    return np.array(out)
 
 
 def rotations(an, ref: ReferencePose, samples: list[Sample], cache: dict, angles=ROTATIONS) -> list[dict]:
@@ -465,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
           f"part: median {np.median(np.abs(det)):.2f} max {np.abs(det).max():.2f} deg (its points on the mirrored frame "
           f"lie {np.median(m['points']):.3f} half eye spans from the mirrored points, median; nose "
           f"{np.median(m['points'][:, 2]):.3f})")
+    j = shift_jitter(an, sets["every"], cache)
+    print(f"   the detector's own jitter: the same frames shifted by 1-3 px move yaw by a median {np.median(j):.2f} deg "
+          f"(mean {j.mean():.2f}, 90th percentile {np.percentile(j, 90):.2f}; {len(j)} faces x shifts)")
 
     study = [s for s in reliable if abs(s.ref.roll_deg) <= STRONG_ROLL]
     if args.quick:
