@@ -39,9 +39,9 @@ in ``tests/test_orientation_reference.py``):
   the female head-pose clip's turn to her right reads +49 deg, to her left -30 deg, as seen by
   eye; the male clip, looking at the camera throughout, reads |yaw|, |pitch| <= 3.2 deg;
 * mirrored crops give opposite yaw: |yaw + yaw(mirrored)| median 0.7-1.6 deg per clip on faces
-  >= 30 px; 8 of 320 faces disagree with themselves by more than 5 deg (2 of them on the
-  strongly tilted woman of the female-and-male clip, whose pitch jumps from -10 to -30 deg
-  there) and are not used;
+  >= 30 px; 8 of 320 faces disagree with themselves by more than 5 deg (5 of them on the
+  strongly tilted woman of the female-and-male clip, frames 20, 21, 31-33, whose pitch jumps
+  from -10 to -30 deg there; 3 on the female clip, frames 1-3) and are not used;
 * depth scale: the mesh stays rigid as the head turns; the mean 3D length of the symmetric
   pairs over the face height changes by 3 % from frontal to 46 deg of yaw, which a z scale of
   0.93 x explains: large yaws may read about 2 deg low;
