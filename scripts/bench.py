@@ -15,7 +15,8 @@ between runs. On the 45 frames of the classroom clip (``../shared/data/video``),
   ``git archive`` into a scratch directory, its float model fetched by its own script from
   the mediapipe wheel on PyPI) at 1280x720, in a subprocess; skipped with ``--no-blazeface``;
 * peak RSS (``VmHWM``) of ``roompulse run`` on the clip upscaled to 1280x720 and 1920x1080
-  (written to scratch MP4 files), int8.
+  (written to scratch MP4 files), int8; and on its camera path at the same sizes, picamera2
+  replaced by a stand-in module serving clip frames (:func:`camera_peak_rss`).
 
 Timings are medians over ``--repeat`` passes of the 45 frames, passes of the configurations
 interleaved; beside each ratio, the lowest and highest of the same ratio pass by pass, which
@@ -29,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +175,51 @@ def service_peak_rss(clip: Path, state: Path, model: str = "yunet_n_int8") -> fl
     return wait_peak_rss(proc)
 
 
+# A stand-in for the picamera2 module (no camera here): it serves two frames of the clip at
+# 15 fps, as the RGB arrays picamera2's "BGR888" main stream gives, so the service runs its
+# camera path, where neither PyAV nor a video decoder is loaded.
+CAMERA_STANDIN = """import time
+import numpy as np
+_FRAMES = np.load({frames!r})
+class Picamera2:
+    def __init__(self):
+        self._i = 0
+    def create_video_configuration(self, main):
+        return main
+    def configure(self, config):
+        pass
+    def start(self):
+        pass
+    def capture_array(self, name="main"):
+        time.sleep(1 / 15)
+        self._i += 1
+        return _FRAMES[self._i % 2]
+    def close(self):
+        pass
+"""
+
+
+def camera_peak_rss(size: tuple[int, int], scratch: Path, seconds: float = 10.0) -> float:
+    """Peak RSS in MB of ``roompulse run`` on its camera path (``ROOMPULSE_SOURCE=picamera2``,
+    ``ROOMPULSE_CAMERA_SIZE`` = ``size``) for ``seconds``, then SIGTERM; picamera2 replaced by
+    :data:`CAMERA_STANDIN`, whose two frames (included in the figure) stand for the camera's
+    buffers. libcamera's own memory is not in it (not measurable without a Pi)."""
+    np.save(scratch / "frames.npy", np.stack(frames_at(size)[:2]))
+    (scratch / "picamera2.py").write_text(CAMERA_STANDIN.format(frames=str(scratch / "frames.npy")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMPULSE_")}
+    env.update(ROOMPULSE_STATE_DIR=str(scratch / "state"), ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3",
+               ROOMPULSE_SOURCE="picamera2", ROOMPULSE_CAMERA_SIZE=f"{size[0]}x{size[1]}",
+               ROOMPULSE_DEVICE_ID="bench", PYTHONPATH=str(scratch))
+    proc = subprocess.Popen([sys.executable, "-m", "device", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopper = threading.Timer(seconds, proc.terminate)
+    stopper.start()
+    try:
+        return wait_peak_rss(proc)
+    finally:
+        stopper.cancel()
+
+
 def wait_peak_rss(proc: subprocess.Popen) -> float:
     """Wait for ``proc`` to exit, polling its ``VmHWM`` every 50 ms; its peak RSS in MB.
 
@@ -189,7 +236,7 @@ def wait_peak_rss(proc: subprocess.Popen) -> float:
     return peak
 
 
-def report(timings: dict, old: float | None, rss: dict) -> None:
+def report(timings: dict, old: float | None, rss: dict, camera: dict) -> None:
     ms = {key: t.median for key, t in timings.items()}
     print(f"classroom clip, 45 frames, {THREADS} threads; median ms per frame (ranges: lowest-highest of the "
           "passes' ratios)")
@@ -214,6 +261,9 @@ def report(timings: dict, old: float | None, rss: dict) -> None:
               f"ours (int8) {ours:.2f} ms: {old / ours:.1f}x faster")
     for size, mb in rss.items():
         print(f"peak RSS of roompulse run (int8) on the clip at {size[0]}x{size[1]}: {mb:.1f} MB")
+    for size, mb in camera.items():
+        print(f"peak RSS of roompulse run (int8) on the camera path at {size[0]}x{size[1]} (picamera2 stand-in, "
+              f"no PyAV): {mb:.1f} MB")
 
 
 def main() -> int:
@@ -230,7 +280,11 @@ def main() -> int:
             clip = scratch / f"classroom_{size[0]}x{size[1]}.mp4"
             write_clip(size, clip)
             rss[size] = service_peak_rss(clip, scratch / f"state{size[0]}")
-    report(ms, old, rss)
+        camera = {}
+        for size in FRAME_SIZES[1:]:
+            (scratch / f"camera{size[0]}").mkdir()
+            camera[size] = camera_peak_rss(size, scratch / f"camera{size[0]}")
+    report(ms, old, rss, camera)
     return 0
 
 
