@@ -28,6 +28,18 @@ SHELL_NEED_ESCAPE = '"\\`$'
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _append(chars: list[str], c: str, trailing: int) -> int:
+    """Append ``c`` to ``chars``; return where the run of blanks at the end of ``chars`` now
+    begins, -1 when it ends in a non-blank (systemd's ``last_key_whitespace`` /
+    ``last_value_whitespace`` bookkeeping, the same for keys and unquoted values)."""
+    if c not in WHITESPACE:
+        trailing = -1
+    elif trailing < 0:
+        trailing = len(chars)
+    chars.append(c)
+    return trailing
+
+
 def _parse(text: str) -> list[tuple[int, str, str]]:
     """``(line number, name, value)`` of every assignment, in file order, names not yet checked."""
     out: list[tuple[int, str, str]] = []
@@ -53,11 +65,7 @@ def _parse(text: str) -> list[tuple[int, str, str]]:
             elif c == "=":
                 state, value, value_ws = "PRE_VALUE", [], -1
             else:
-                if c not in WHITESPACE:
-                    key_ws = -1
-                elif key_ws < 0:
-                    key_ws = len(key)
-                key.append(c)
+                key_ws = _append(key, c, key_ws)
         elif state == "PRE_VALUE":
             if c in NEWLINE:
                 state = "PRE_KEY"
@@ -80,11 +88,7 @@ def _parse(text: str) -> list[tuple[int, str, str]]:
             elif c == "\\":
                 state, value_ws = "VALUE_ESCAPE", -1
             else:
-                if c not in WHITESPACE:
-                    value_ws = -1
-                elif value_ws < 0:
-                    value_ws = len(value)
-                value.append(c)
+                value_ws = _append(value, c, value_ws)
         elif state == "VALUE_ESCAPE":
             state = "VALUE"
             if c not in NEWLINE:  # a backslash before a line end joins the lines
