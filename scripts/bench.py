@@ -20,7 +20,8 @@ between runs. On the 45 frames of the classroom clip (``../shared/data/video``),
 
 Timings are medians over ``--repeat`` passes of the 45 frames, passes of the configurations
 interleaved; beside each ratio, the lowest and highest of the same ratio pass by pass, which
-shows how much this shared machine's load moved it within the run. Usage: ``make bench``, or ``.venv/bin/python scripts/bench.py [--repeat N]``.
+shows how much this shared machine's load moved it within the run. Usage: ``make bench``, or
+``.venv/bin/python scripts/bench.py [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -165,12 +166,19 @@ def write_clip(size: tuple[int, int], path: Path, count: int | None = None) -> N
             out.mux(packet)
 
 
-def service_peak_rss(clip: Path, state: Path, model: str = "yunet_n_int8") -> float:
-    """Peak RSS in MB (``VmHWM``, polled from /proc until exit) of ``roompulse run`` on ``clip``."""
+def service_env(state: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without its ``ROOMPULSE_*`` variables, plus the benchmark's
+    service settings (state in ``state``, 1 s windows, min group 3) and ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMPULSE_")}
     env.update(ROOMPULSE_STATE_DIR=str(state), ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3",
-               ROOMPULSE_FPS="30", ROOMPULSE_MODEL=model, ROOMPULSE_DEVICE_ID="bench")
-    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", str(clip)], cwd=ROOT, env=env,
+               ROOMPULSE_DEVICE_ID="bench", **settings)
+    return env
+
+
+def service_peak_rss(clip: Path, state: Path, model: str = "yunet_n_int8") -> float:
+    """Peak RSS in MB (``VmHWM``, polled from /proc until exit) of ``roompulse run`` on ``clip``."""
+    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", str(clip)], cwd=ROOT,
+                            env=service_env(state, ROOMPULSE_FPS="30", ROOMPULSE_MODEL=model),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return wait_peak_rss(proc)
 
@@ -206,10 +214,8 @@ def camera_peak_rss(size: tuple[int, int], scratch: Path, seconds: float = 10.0)
     buffers. libcamera's own memory is not in it (not measurable without a Pi)."""
     np.save(scratch / "frames.npy", np.stack(frames_at(size)[:2]))
     (scratch / "picamera2.py").write_text(CAMERA_STANDIN.format(frames=str(scratch / "frames.npy")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMPULSE_")}
-    env.update(ROOMPULSE_STATE_DIR=str(scratch / "state"), ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3",
-               ROOMPULSE_SOURCE="picamera2", ROOMPULSE_CAMERA_SIZE=f"{size[0]}x{size[1]}",
-               ROOMPULSE_DEVICE_ID="bench", PYTHONPATH=str(scratch))
+    env = service_env(scratch / "state", ROOMPULSE_SOURCE="picamera2", ROOMPULSE_CAMERA_SIZE=f"{size[0]}x{size[1]}",
+                      PYTHONPATH=str(scratch))
     proc = subprocess.Popen([sys.executable, "-m", "device", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stopper = threading.Timer(seconds, proc.terminate)
@@ -275,13 +281,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         old = None if args.no_blazeface else old_blazeface(scratch, args.repeat)
-        rss = {}
+        rss, camera = {}, {}
         for size in FRAME_SIZES[1:]:
             clip = scratch / f"classroom_{size[0]}x{size[1]}.mp4"
             write_clip(size, clip)
             rss[size] = service_peak_rss(clip, scratch / f"state{size[0]}")
-        camera = {}
-        for size in FRAME_SIZES[1:]:
             (scratch / f"camera{size[0]}").mkdir()
             camera[size] = camera_peak_rss(size, scratch / f"camera{size[0]}")
     report(ms, old, rss, camera)
