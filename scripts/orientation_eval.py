@@ -194,6 +194,12 @@ def errors(samples: list[Sample], c: dict) -> dict:
 MIRROR_ORDER = [1, 0, 2, 4, 3]  # YuNet's points of a mirrored face: the eyes and mouth corners swap
 
 
+def nearest_face(faces: list, centre_x: float):
+    """The face of ``faces`` whose box centre lies nearest ``centre_x`` (pixels): the same
+    person found again in a changed copy of the frame."""
+    return min(faces, key=lambda f: abs((f.detection.box[0] + f.detection.box[2]) / 2 - centre_x))
+
+
 def mirror_yaw(an, samples: list[Sample], cache: dict) -> dict:
     """yaw + yaw(mirrored frame) in degrees for each sample's face (0 for a perfect mirror),
     the face found in the mirrored frame matched by its box centre, and its two parts:
@@ -208,8 +214,7 @@ def mirror_yaw(an, samples: list[Sample], cache: dict) -> dict:
             rgb = cache[s.clip][s.frame]
             memo[key] = (rgb.shape[1], an.faces(np.ascontiguousarray(rgb[:, ::-1])))
         width, faces = memo[key]
-        centre = width - (s.box[0] + s.box[2]) / 2
-        m = min(faces, key=lambda f: abs((f.detection.box[0] + f.detection.box[2]) / 2 - centre))
+        m = nearest_face(faces, width - (s.box[0] + s.box[2]) / 2)
         mirrored = s.keypoints[MIRROR_ORDER] * (-1, 1) + (width, 0)
         yaw, yaw_mirrored = orientation.head_pose(s.keypoints).yaw_deg, orientation.head_pose(mirrored).yaw_deg
         total.append(yaw + m.pose.yaw_deg)
@@ -234,11 +239,9 @@ def shift_jitter(an, samples: list[Sample], cache: dict, shifts=(1, 2, 3)) -> np
                 moved = np.zeros_like(rgb)
                 moved[:, k:] = rgb[:, :-k]
                 memo[(s.clip, s.frame, k)] = an.faces(moved)
-            centre = (s.box[0] + s.box[2]) / 2 + k
             faces = memo[(s.clip, s.frame, k)]
             if faces:
-                f = min(faces, key=lambda f: abs((f.detection.box[0] + f.detection.box[2]) / 2 - centre))
-                out.append(abs(f.pose.yaw_deg - yaw))
+                out.append(abs(nearest_face(faces, (s.box[0] + s.box[2]) / 2 + k).pose.yaw_deg - yaw))
     return np.array(out)
 
 

@@ -81,7 +81,7 @@ import argparse
 import importlib.util
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -246,7 +246,7 @@ class ReferencePose:
             again = self._second_pass(rgb, ref.mesh).pose
             moved = max(abs(again.yaw_deg - ref.pose.yaw_deg), abs(again.pitch_deg - ref.pose.pitch_deg),
                         abs(again.roll_deg - ref.pose.roll_deg))
-            ref = Reference(ref.pose, ref.mesh, ref.face_flag, ref.roi_size, drift=moved)
+            ref = replace(ref, drift=moved)
         if not mirror:
             return ref
         width = rgb.shape[1]
@@ -256,8 +256,7 @@ class ReferencePose:
         mflip[:, 0] = width - mflip[:, 0]
         mflip = mflip[_MIRROR_INDEX]
         other = self._second_pass(flipped, mflip)
-        return Reference(ref.pose, ref.mesh, ref.face_flag, ref.roi_size, abs(ref.pose.yaw_deg + other.pose.yaw_deg),
-                         ref.drift)
+        return replace(ref, mirror_error=abs(ref.pose.yaw_deg + other.pose.yaw_deg))
 
     def _second_pass(self, rgb: np.ndarray, mesh: np.ndarray) -> Reference:
         a, b = mesh[OUTER_EYES[0], :2], mesh[OUTER_EYES[1], :2]
