@@ -26,8 +26,9 @@ by 1-3 px change yaw by a median 1.45 deg, ``orientation_eval.py`` section 4).
 Constants. Fitted by least squares on the angles in degrees to a 3D reference: the head
 pose of MediaPipe's 468-point face mesh (``scripts/reference_pose.py``, dev/test only; how
 far it is trusted is in that docstring and the README) on the 219 training faces where it
-is reliable (263 reliable in all, the held-out ones kept out; at least 30 px wide; it reads the mirrored crop consistently and one more tracking pass
-moves it by at most 5 deg): head-pose clip frames with ``index % 3 != 2`` (the others are
+is reliable (263 reliable in all, the held-out ones kept out; at least 30 px wide; it reads
+the mirrored crop consistently and one more tracking pass moves it by at most 5 deg):
+head-pose clip frames with ``index % 3 != 2`` (the others are
 held out) and the walking-and-pause clip. The classroom clip is never used.
 ``scripts/orientation_eval.py`` refits them (section 2) and ``tests/test_orientation_reference.py``
 checks that they are that fit:
@@ -57,8 +58,8 @@ of more than one RMS); otherwise its decision is left undecided and the window a
 leaves it out of the share (README, "What is measured"). Heads tilted by more than
 ``TILT_LIMIT_DEG`` = 10 deg (as measured: the axis, about 0.7 of a real tilt) are undecided
 too. A tilted head looking at the camera is read well (the female-and-male clip's man,
-tilted 29-42 deg, mostly 35-42, measured 20-36: yaw RMS 3.0 deg over 48 faces; level faces rotated in the
-image by up to 40 deg: yaw MAE 2.2-6.2), but a tilted head that is also turned, or moving,
+tilted 29-42 deg, mostly 35-42, measured 20-36: yaw RMS 3.0 deg over 48 faces; level faces
+rotated in the image by up to 40 deg: yaw MAE 2.2-6.2), but a tilted head that is also turned, or moving,
 is not: the reliable faces measured at 10-20 deg read yaw RMS 7.9 (the man tilting his head,
 the woman beside him turned 31-32 deg and read 22-23), and the woman once fully tilted and
 turned further (the reference's passes read her 34-50 deg) reads 6-19 deg. Measured tilt stays
