@@ -270,13 +270,18 @@ def test_sigkill_at_any_moment_loses_no_window_that_was_printed(tmp_path):
         assert last.proc.wait(120) == 0, last.stderr
         last.stop()
         printed += last.seqs()
-        sub.wait_for(ENGAGEMENT, lambda p: set(printed) <= {json.loads(x)["seq"] for x in p}, timeout=20)
+        # A kill between a window's commit and its print leaves it committed but not printed:
+        # it is still delivered (from the outbox, by the next run), so every seq up to the last
+        # printed one must arrive.
+        committed = set(range(max(printed) + 1))
+        sub.wait_for(ENGAGEMENT, lambda p: committed <= {json.loads(x)["seq"] for x in p}, timeout=20)
         got = sub.seqs(ENGAGEMENT)
     finally:
         sub.close()
         broker.stop()
-    assert printed == list(range(len(printed)))  # seq never reused or skipped across the kills
-    assert set(got) == set(printed)
+    assert printed == sorted(set(printed))  # seq never reused across the kills
+    assert len(committed - set(printed)) <= 3  # at most one window per kill committed, not yet printed
+    assert set(got) == committed  # none skipped: every committed seq delivered, nothing else
     assert per_window < 12 * 1024, f"{per_window:.0f} bytes written per window (was about 25 KB)"
     print(f"\nFIGURE power cut: {len(printed)} windows over 3 SIGKILLs, all delivered, "
           f"{len(got) - len(set(got))} redelivered; {per_window:.0f} bytes written per window")
