@@ -227,6 +227,9 @@ class Service:
         # publish a window that mixes them with whatever comes after the re-open.
         aggregator.reset()
         self._set_state("camera_stalled")
+        # Up and supervising a source that gives nothing (a camera that boots later than the
+        # Pi): READY=1 now, or TimeoutStartSec would kill and restart the unit over and over.
+        self._ready("camera_stalled")
 
     def run(self) -> int:
         """Analyse the source until it ends or a stop is requested. Returns the exit code.

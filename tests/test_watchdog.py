@@ -213,3 +213,26 @@ def test_started_paused_is_ready_and_keeps_pinging(analyzer, notify, tmp_path):
     state.close()
     assert not opened  # the camera was never opened
     assert len([t for t in notify.times("WATCHDOG=1") if t >= ready]) >= 2
+
+
+@pytest.mark.timeout(60)
+def test_camera_missing_at_boot_is_ready_stalled_and_keeps_pinging(notify, tmp_path):
+    """A camera that is not there yet (it boots later than the Pi): the service is up and
+    retrying, so READY=1 comes with STATUS=camera_stalled after ROOMPULSE_STALL_S, and the
+    pings go on; waiting for a first inference would let TimeoutStartSec restart it forever."""
+    env = clean_env(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC), ROOMPULSE_STALL_S="1",
+                    ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", "/dev/video97"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = notify.wait_for("READY=1", 30)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = [m for t, m in notify.messages if t <= ready + 0.01 and m.startswith("STATUS=")]
+    print(f"\nFIGURE camera missing at boot: READY=1 with {said[-1]!r}")
+    assert said and said[-1].startswith("STATUS=camera_stalled")
+    assert len([t for t in notify.times("WATCHDOG=1") if ready <= t <= ready + 1.0]) >= 2
