@@ -148,8 +148,9 @@ def check_source(settings: Settings) -> Check:
     try:
         preflight(settings.source)
     except SourceUnavailable as exc:
-        return Check(FAIL, "source", str(exc), "sudo apt install python3-picamera2 (Raspberry Pi OS), "
-                                               "or set ROOMPULSE_SOURCE to a USB camera or stream")
+        fix = ("run scripts/install-pi.sh again" if "fails to import" in str(exc)
+               else "sudo apt install python3-picamera2 (Raspberry Pi OS)")
+        return Check(FAIL, "source", str(exc), f"{fix}, or set ROOMPULSE_SOURCE to a USB camera or stream")
     if kind == "file" and not Path(settings.source).is_absolute():
         # The service (systemd/roompulse.service) runs from /, not from here.
         return Check(FAIL, "source", f"file {name} is a relative path: found from {Path.cwd()}, but the "

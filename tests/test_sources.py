@@ -75,3 +75,28 @@ def test_run_with_picamera2_missing_exits_78_with_the_install_hint(tmp_path):
     result = roompulse("run", env=clean_env(ROOMPULSE_SOURCE="picamera2", ROOMPULSE_STATE_DIR=str(tmp_path)))
     assert result.returncode == 78
     assert "picamera2 module is not installed" in result.stderr and "python3-picamera2" in result.stderr
+
+
+def test_picamera2_that_fails_to_import_exits_78_and_doctor_still_reports(tmp_path):
+    """apt's picamera2 imports simplejpeg, built for Raspberry Pi OS's numpy; a different numpy
+    in the venv makes the import raise ValueError (raspberrypi/picamera2 issues 1088, 1211).
+    A stand-in package raising that error: run exits 78 (no restart loop) saying what to do,
+    and doctor reports it on its source line and goes on to its summary."""
+    package = tmp_path / "site" / "picamera2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        'raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. '
+        'Expected 96 from C header, got 88 from PyObject")\n')
+    env = clean_env(ROOMPULSE_SOURCE="picamera2", ROOMPULSE_STATE_DIR=str(tmp_path / "state"),
+                    PYTHONPATH=str(tmp_path / "site"))
+    result = roompulse("run", env=env)
+    print(result.stderr)
+    assert result.returncode == 78
+    assert "picamera2 fails to import (ValueError: numpy.dtype size changed" in result.stderr
+    assert "install-pi.sh" in result.stderr and "Traceback" not in result.stderr
+    doctor = roompulse("doctor", env=env)
+    print(doctor.stdout, doctor.stderr)
+    assert doctor.returncode == 1 and "uncaught" not in doctor.stderr
+    source = [line for line in doctor.stdout.splitlines() if " source " in f" {line} "]
+    assert source and "FAIL" in source[0] and "numpy.dtype size changed" in source[0]
+    assert "state" in doctor.stdout and "broker" in doctor.stdout  # the checks after the source ran too

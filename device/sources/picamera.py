@@ -17,14 +17,31 @@ def require_picamera2():
     """Import and return the ``Picamera2`` class.
 
     Raises:
-        SourceUnavailable: picamera2 is not installed; the message says how to install it.
+        SourceUnavailable: picamera2 is not installed, or it is installed but fails to import
+            (most often apt's picamera2/simplejpeg, built for Raspberry Pi OS's numpy, meeting
+            another numpy in the venv: "numpy.dtype size changed"); the message says what to do.
     """
     try:
         from picamera2 import Picamera2
-    except ImportError:
+    except ImportError as exc:
+        if getattr(exc, "name", None) not in (None, "picamera2"):
+            raise SourceUnavailable(f"ROOMPULSE_SOURCE=picamera2 but picamera2 cannot be imported: {exc}: "
+                                    f"{INSTALL_HINT}") from None
         raise SourceUnavailable(
             f"ROOMPULSE_SOURCE=picamera2 but the picamera2 module is not installed: {INSTALL_HINT}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure inside picamera2's own imports
+        raise SourceUnavailable(f"ROOMPULSE_SOURCE=picamera2 but picamera2 fails to import "
+                                f"({type(exc).__name__}: {exc}): {import_hint(exc)}") from None
     return Picamera2
+
+
+def import_hint(exc: BaseException) -> str:
+    """What to do about picamera2 failing to import with ``exc``."""
+    if "numpy" in str(exc):
+        return (f"the venv's numpy {np.__version__} is not the one Raspberry Pi OS's picamera2 packages were "
+                "built for; run scripts/install-pi.sh again (it keeps apt's numpy in the venv), or install "
+                "apt's numpy version into the venv with pip")
+    return INSTALL_HINT
 
 
 class Picamera2Source(FrameSource):
