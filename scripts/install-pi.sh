@@ -8,17 +8,22 @@
 # What it does, in order:
 #   1. apt packages: python3-venv, python3-picamera2 (the Pi camera, from Raspberry Pi OS's
 #      archive), mosquitto-clients (mosquitto_sub to watch the output);
-#   2. a system user "roompulse" in the video group (camera, DMA heaps);
+#   2. a system user "roompulse" in the video group (camera, DMA heaps), and in the groups
+#      Coral's udev rules give the Edge TPU to (apex, plugdev) where they exist;
 #   3. copies this checkout to /opt/roompulse/src and makes /opt/roompulse/venv with
 #      --system-site-packages (picamera2 and libcamera come from apt, not PyPI), then
-#      installs RoomPulse into it (editable: the models live in src/models);
+#      installs RoomPulse into it (editable: the models live in src/models), keeping apt's
+#      numpy (picamera2's compiled parts are built for it); when pyproject.toml is unchanged
+#      and the venv already has RoomPulse, pip is skipped, so an update works offline;
 #   4. the models come with the checkout; step 7 checks them (sha256, self-test);
 #   5. /etc/roompulse/roompulse.env from the example (never overwrites an existing one),
 #      with ROOMPULSE_DEVICE_ID set when --device-id is given; /var/lib/roompulse;
 #   6. installs systemd/roompulse.service and enables it;
 #   7. runs 'roompulse doctor' as the service user and starts the service only when the env
-#      file differs from the example (it was edited) and the doctor passes; otherwise it
-#      says what to do and how to start the service later.
+#      file differs from the example by more than the --device-id line (it was edited) and
+#      the doctor passes; otherwise it says what to do and how to start it later. A service
+#      that was running before the update is started again whatever the doctor says (it
+#      rides out a broker outage by itself; a broken setting stops it with exit code 78).
 set -euo pipefail
 
 PREFIX=/opt/roompulse
@@ -54,6 +59,12 @@ if [ -n "$DEVICE_ID" ] && ! [[ "$DEVICE_ID" =~ ^[A-Za-z0-9_-]{1,64}$ ]]; then
 fi
 
 step() { printf '\n== %s\n' "$*"; }
+# still_example FILE: FILE is the example env file but for the ROOMPULSE_DEVICE_ID line that
+# --device-id writes, i.e. nobody has edited it yet.
+still_example() {
+  cmp -s <(grep -v '^#\{0,1\}ROOMPULSE_DEVICE_ID=' "$SRC_DIR/systemd/roompulse.env.example") \
+    <(grep -v '^#\{0,1\}ROOMPULSE_DEVICE_ID=' "$1")
+}
 # run CMD...: print the command; execute it unless --dry-run.
 run() {
   printf '+ %s\n' "$*"
@@ -112,15 +123,27 @@ else
   run useradd --system --user-group --home-dir /var/lib/roompulse --no-create-home \
     --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
-if id -nG "$SERVICE_USER" 2>/dev/null | tr ' ' '\n' | grep -qx video; then
-  note "already in video"
-else
-  run usermod --append --groups video "$SERVICE_USER"
-fi
+for group in video apex plugdev; do
+  if [ "$group" != video ] && ! getent group "$group" >/dev/null; then
+    continue  # the Edge TPU's groups exist once Coral's packages are installed
+  fi
+  if id -nG "$SERVICE_USER" 2>/dev/null | tr ' ' '\n' | grep -qx "$group"; then
+    note "already in $group"
+  else
+    run usermod --append --groups "$group" "$SERVICE_USER"
+  fi
+done
 
 step "3. source in $PREFIX/src, venv in $PREFIX/venv (--system-site-packages)"
 run install -d -m 0755 "$PREFIX" "$PREFIX/src"
-EXCLUDES=(--exclude=.git --exclude=.venv --exclude=.state --exclude=__pycache__)
+# .venv* also covers the build and fallback-runtime venvs that 'make models' / 'make test' make.
+EXCLUDES=(--exclude=.git --exclude='.venv*' --exclude=.state --exclude=__pycache__ --exclude='*.egg-info')
+# pip is needed only for a new venv or changed dependencies; compared before the copy.
+need_pip=1
+if [ -x "$PREFIX/venv/bin/python" ] && cmp -s "$SRC_DIR/pyproject.toml" "$PREFIX/src/pyproject.toml" \
+  && "$PREFIX/venv/bin/python" -c "import device" 2>/dev/null; then
+  need_pip=0
+fi
 printf '+ tar -C %s %s -cf - . | tar -C %s --no-same-owner -xf -\n' "$SRC_DIR" "${EXCLUDES[*]}" "$PREFIX/src"
 if [ "$DRY_RUN" -eq 0 ]; then
   tar -C "$SRC_DIR" "${EXCLUDES[@]}" -cf - . | tar -C "$PREFIX/src" --no-same-owner -xf -
@@ -130,8 +153,21 @@ if [ -x "$PREFIX/venv/bin/python" ]; then
 else
   run python3 -m venv --system-site-packages "$PREFIX/venv"
 fi
-run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade pip
-run "$PREFIX/venv/bin/python" -m pip install --quiet --editable "$PREFIX/src"
+# apt's picamera2 and simplejpeg are compiled for apt's numpy; a newer numpy from PyPI in
+# the venv makes 'import picamera2' fail ("numpy.dtype size changed"): pin it to apt's.
+CONSTRAINTS=()
+apt_numpy=$(/usr/bin/python3 -c "import numpy; print(numpy.__version__)" 2>/dev/null || true)
+if [ -n "$apt_numpy" ]; then
+  note "numpy kept at apt's $apt_numpy"
+  CONSTRAINTS=(--constraint "$PREFIX/numpy-constraint.txt")
+  [ "$DRY_RUN" -eq 1 ] || echo "numpy==$apt_numpy" >"$PREFIX/numpy-constraint.txt"
+fi
+if [ "$need_pip" -eq 1 ]; then
+  run "$PREFIX/venv/bin/python" -m pip install --quiet --upgrade pip
+  run "$PREFIX/venv/bin/python" -m pip install --quiet "${CONSTRAINTS[@]}" --editable "$PREFIX/src"
+else
+  note "pyproject.toml unchanged and RoomPulse in the venv: pip not needed (the install is editable)"
+fi
 # The service cannot write bytecode (ProtectSystem=strict): compile it once here.
 run "$PREFIX/venv/bin/python" -m compileall -q "$PREFIX/src/device"
 
@@ -167,10 +203,17 @@ if [ "$DRY_RUN" -eq 1 ]; then
   printf '+ %s\n' "${DOCTOR[*]}"
   note "the service is started only when $CONF_DIR/roompulse.env was edited and the doctor passes"
 else
-  systemctl is-active --quiet roompulse.service && run systemctl stop roompulse.service
+  was_active=0
+  if systemctl is-active --quiet roompulse.service; then
+    was_active=1
+    run systemctl stop roompulse.service
+  fi
   doctor_ok=0
   run "${DOCTOR[@]}" && doctor_ok=1
-  if cmp -s "$SRC_DIR/systemd/roompulse.env.example" "$CONF_DIR/roompulse.env"; then
+  if [ "$was_active" -eq 1 ]; then
+    [ "$doctor_ok" -eq 1 ] || note "the doctor found FAIL lines above; the service ran before the update, so it runs again"
+    run systemctl restart roompulse.service
+  elif still_example "$CONF_DIR/roompulse.env"; then
     note "NOT started: $CONF_DIR/roompulse.env is still the example; edit it (ROOMPULSE_MQTT_HOST,"
     note "ROOMPULSE_DEVICE_ID, ROOMPULSE_SOURCE), then start the service with:"
     note "  $START_LATER"

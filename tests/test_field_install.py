@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +67,44 @@ def test_shell_scripts_are_shellcheck_clean():
     scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
     result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def still_example(src: Path, env_file: Path) -> bool:
+    """install-pi.sh's own still_example function run on ``env_file`` (sourced from the script)."""
+    script = f'source <(sed -n "/^still_example()/,/^}}/p" "{ROOT}/scripts/install-pi.sh"); SRC_DIR="{src}"; ' \
+             f'still_example "{env_file}"'
+    return subprocess.run(["bash", "-c", script], timeout=30).returncode == 0
+
+
+def test_installer_counts_only_a_real_edit_as_edited(tmp_path):
+    """--device-id writes one line into the new env file; that alone must not start the service
+    (the README's next step, the doctor, would then find the camera held by it)."""
+    example = (ROOT / "systemd/roompulse.env.example").read_text()
+    (tmp_path / "systemd").mkdir()
+    (tmp_path / "systemd/roompulse.env.example").write_text(example)
+    env_file = tmp_path / "roompulse.env"
+    env_file.write_text(example)
+    assert still_example(tmp_path, env_file)
+    named = re.sub(r"(?m)^#ROOMPULSE_DEVICE_ID=.*$", "ROOMPULSE_DEVICE_ID=room-101", example)
+    assert named != example
+    env_file.write_text(named)
+    assert still_example(tmp_path, env_file)
+    env_file.write_text(named + "ROOMPULSE_MQTT_HOST=broker.school.lan\n")
+    assert not still_example(tmp_path, env_file)
+
+
+def test_installer_copies_no_venv(tmp_path):
+    """The copy to /opt/roompulse/src leaves out every venv (.venv, .venv-build: TensorFlow,
+    .venv-fallback): the dry run's own tar command, run into a scratch directory."""
+    out = subprocess.run([str(ROOT / "scripts/install-pi.sh"), "--dry-run"], capture_output=True, text=True,
+                         timeout=60).stdout
+    line = next(line for line in out.splitlines() if line.startswith("+ tar -C"))
+    excludes = [arg for arg in line.split() if arg.startswith("--exclude=")]
+    src = tmp_path / "src"
+    for name in (".venv/bin", ".venv-build/lib", ".venv-fallback/lib", "device", "roompulse.egg-info"):
+        (src / name).mkdir(parents=True)
+        (src / name / "f").write_text("x")
+    (tmp_path / "dst").mkdir()
+    subprocess.run(f"tar -C {src} {' '.join(repr(e) for e in excludes)} -cf - . | tar -C {tmp_path / 'dst'} -xf -",
+                   shell=True, check=True, timeout=30)
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["device"]
