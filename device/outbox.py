@@ -454,7 +454,7 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
-        """Rows dropped by the bounds, expiry or broker rejection since the device was set up."""
+        """Rows dropped by the bounds or expiry since the device was set up."""
         with self._lock:
             return self._dropped
 

@@ -89,7 +89,7 @@ class Status(BaseModel):
     fps: float = Field(ge=0, description="frames analysed per second over the last window")
     inference_ms: float = Field(ge=0, description="mean detector time per analysed frame, milliseconds")
     outbox_depth: int = Field(0, ge=0, description="windows stored in the outbox, not yet acknowledged by the broker")
-    dropped: int = Field(0, ge=0, description="windows dropped by the outbox bounds, expiry or broker rejection")
+    dropped: int = Field(0, ge=0, description="windows dropped by the outbox bounds or expiry")
     disk_full: bool = Field(False, description="true while windows cannot be written to the state disk (kept in memory)")
     unstored: int = Field(0, ge=0, description="windows that could not be written to the state disk since start")
     clash: bool = Field(False, description="true while another unit seems to use this unit's device_id or MQTT "

@@ -198,7 +198,7 @@ class Publisher:
 
     @property
     def dropped(self) -> int:
-        """Windows dropped by the outbox bounds, expiry or broker rejection (persistent)."""
+        """Windows dropped by the outbox bounds or expiry (persistent)."""
         return self.outbox.dropped
 
     @property
@@ -391,7 +391,10 @@ class Publisher:
                 self._failed(failure, at_once=lasting(exc, tls=bool(s.mqtt_tls_ca)))
             else:
                 began = time.monotonic()
-                if self._session(client):
+                if self._session(client) and self._refused:
+                    failure = self._refused
+                    self._failed(failure, at_once=True)
+                elif self._accepted:
                     lasted = time.monotonic() - began
                     self._note_session(lasted)
                     if lasted >= SHORT_SESSION_S and not self.clash:
@@ -478,12 +481,17 @@ class Publisher:
     def _session(self, client: mqtt.Client) -> bool:
         """Run one connection until it drops or the close is done; True when the broker accepted it."""
         self._inflight, self._handed, self._accepted, self._failure = {}, -1, None, None
+        self._refused: str | None = None
         self._offline_mid, self._offline_acked = None, False
         connack_by = time.monotonic() + CONNACK_TIMEOUT_S
         offline_by = 0.0
         while True:
             rc = client.loop(timeout=LOOP_S)
             if rc != mqtt.MQTT_ERR_SUCCESS or self._accepted is False:
+                break
+            if self._refused:  # end the session cleanly (no Last Will); reconnect with backoff, send again
+                client.disconnect()
+                client.loop(timeout=LOOP_S)
                 break
             if self._accepted is None:
                 if time.monotonic() > connack_by:
@@ -590,9 +598,12 @@ class Publisher:
         if seq is None:
             return
         if reason_code.is_failure:
-            log.error("MQTT broker rejected window seq %d (%s): dropped", seq, reason_code)
-            self.outbox.drop(seq)
-            self._failed(f"the broker rejects the windows sent ({reason_code}, see its log and ACL)")
+            # Kept: a window leaves the outbox only when the broker acknowledges it (or by the
+            # outbox bounds); an ACL put right later gets the backlog.
+            log.error("MQTT broker refused window seq %d (%s): kept in the outbox and sent again after reconnecting",
+                      seq, reason_code)
+            self._refused = (f"the broker refuses the windows sent ({reason_code}): check its ACL and log for "
+                             f"{self.topic('engagement')}")
             return
         self.outbox.ack(seq)
         self._fine()

@@ -135,3 +135,28 @@ def test_a_broker_that_keeps_dropping_the_connection_is_not_called_a_clash(tmp_p
     line = next(x for x in svc.errors if "times in a row" in x)
     assert "may be using client id" in line and "the broker refuses something this unit sends" in line
     assert "CLASH" not in svc.stderr and "seems to be in use" not in svc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_windows_the_broker_refuses_stay_queued_until_the_acl_is_put_right(tmp_path):
+    """A PUBACK with a failure reason (here mosquitto's ACL: 135 Not authorized) used to delete
+    the window. It stays in the outbox; once the ACL allows the topic (mosquitto re-reads it on
+    SIGHUP) every window arrives, from seq 0, none missing."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite #\ntopic deny roompulse/test-room/engagement\n")
+    broker = Broker(tmp_path, extra_conf=f"acl_file {acl}\n").start()
+    service = ServiceProcess(fast_env(broker.port, tmp_path / "state"), "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        service.wait_until(lambda: service.stderr.count("refused window seq") >= 3, 60, "three refusals")
+        assert "dropped" not in service.stderr
+        acl.write_text("topic readwrite #\n")
+        recorder = Recorder(broker.port, "roompulse/test-room/engagement")
+        broker.proc.send_signal(signal.SIGHUP)
+        got = recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= 10, 60)
+        recorder.close()
+    finally:
+        service.stop()
+        broker.stop()
+    seqs = [json.loads(p)["seq"] for p in got]
+    print(f"\nFIGURE refused windows: {service.stderr.count('refused window seq')} refusal(s), then seqs {seqs[:12]}")
+    assert sorted(set(seqs))[:10] == list(range(10))  # the refused windows were not lost
