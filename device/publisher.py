@@ -58,6 +58,9 @@ QOS = 1
 WINDOW = 16  # engagement messages in flight at once (paho's own default limit is 20)
 LOOP_S = 0.05  # network loop tick: the longest a new window waits before it is handed to paho
 CONNACK_TIMEOUT_S = 10.0
+# Largest MQTT packet the broker may send us: commands (ON/OFF), our own retained status and
+# Home Assistant's "online" are a few hundred bytes.
+MAX_INCOMING_BYTES = 65536
 SESSION_TAKEN_OVER = 142  # MQTT v5 DISCONNECT reason 0x8E: another client connected with our client id
 # mosquitto 2.0 drops the older of two clients with the same id without that DISCONNECT: it
 # shows as connections accepted and lost again within seconds, over and over, which a broker
@@ -108,6 +111,15 @@ def describe_failure(exc: BaseException, tls: bool = False, port: int | None = N
     if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
         return "the broker cannot be reached (no route to it: is the unit's network up?)"
     return f"{type(exc).__name__}: {exc}"
+
+
+def connect_properties() -> Properties:
+    """MQTT v5 CONNECT properties: Maximum Packet Size :data:`MAX_INCOMING_BYTES`, so the broker
+    drops (never sends us) a larger message on a topic we subscribe to: a 40 MB publish on
+    ``paused/set`` took the unit past its 512 MB MemoryMax (MQTT 5.0 spec, 3.1.2.11.4)."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = MAX_INCOMING_BYTES
+    return properties
 
 
 def describe_refusal(reason_code) -> str:
@@ -384,7 +396,7 @@ class Publisher:
             client, failure = None, None
             try:
                 client = self._new_client()
-                client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True)
+                client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True, properties=connect_properties())
             except (OSError, ValueError) as exc:
                 failure = describe_failure(exc, tls=bool(s.mqtt_tls_ca), port=s.port)
                 self._short_sessions = 0

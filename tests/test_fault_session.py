@@ -160,3 +160,39 @@ def test_windows_the_broker_refuses_stay_queued_until_the_acl_is_put_right(tmp_p
     seqs = [json.loads(p)["seq"] for p in got]
     print(f"\nFIGURE refused windows: {service.stderr.count('refused window seq')} refusal(s), then seqs {seqs[:12]}")
     assert sorted(set(seqs))[:10] == list(range(10))  # the refused windows were not lost
+
+
+@pytest.mark.timeout(120)
+def test_a_huge_message_on_a_subscribed_topic_never_reaches_the_unit(tmp_path):
+    """A 40 MB publish on <prefix>/paused/set took the unit from ~100 MB to 630 MB peak RSS
+    (past the unit's MemoryMax=512M). The CONNECT's Maximum Packet Size (64 KiB) makes the
+    broker drop it; the unit's peak RSS stays put and windows keep coming."""
+    import paho.mqtt.client as mqtt
+
+    broker = Broker(tmp_path).start()
+    recorder = Recorder(broker.port, "roompulse/test-room/engagement")
+    service = ServiceProcess(fast_env(broker.port, tmp_path / "state"), "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= 5, 60)
+        time.sleep(1.0)
+
+        def peak_mb() -> float:
+            status = open(f"/proc/{service.proc.pid}/status").read()
+            return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+        before = peak_mb()
+        sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flooder")
+        sender.connect("127.0.0.1", broker.port)
+        sender.loop_start()
+        sender.publish("roompulse/test-room/paused/set", b"\0" * (40 << 20), qos=1).wait_for_publish(30)
+        sender.disconnect()
+        sender.loop_stop()
+        count = len(recorder.on("roompulse/test-room/engagement"))
+        recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= count + 5, 30)
+        after = peak_mb()
+    finally:
+        rc = service.stop()
+        recorder.close()
+        broker.stop()
+    print(f"\nFIGURE 40 MB message on paused/set: unit peak RSS {before:.1f} -> {after:.1f} MB")
+    assert rc == 0 and after - before < 20
