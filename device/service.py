@@ -337,7 +337,9 @@ class Service:
             aggregator.reset()
             log.info("paused: source released, open window dropped")
             return False, code
-        end = None if last is None or live else last + step
+        # A file's last window ends after its last frame; a live source's when it stopped (now),
+        # not at the window's nominal end, which may still be in the future.
+        end = self.mono() if live else None if last is None else last + step
         for summary in aggregator.flush(end):
             self._emit(summary)
         return ended, code

@@ -4,11 +4,14 @@ real model, real mosquitto."""
 from __future__ import annotations
 
 import json
+import time
 
-from conftest import CLASSROOM_MP4, Broker, roompulse, service_env
+import pytest
+
+from conftest import CLASSROOM, CLASSROOM_MP4, ROOT, Broker, clean_env, roompulse, service_env
 from device.sources import SourceError
 from device.sources.files import read_file
-from mqtt_helpers import Recorder
+from mqtt_helpers import Recorder, ServiceProcess
 
 PREFIX = "roompulse/test-room"
 
@@ -59,3 +62,24 @@ def test_file_that_cannot_be_read_at_all_still_leaves_a_final_status(tmp_path):
     assert result.returncode == 1 and windows == []
     assert "roompulse:" in result.stderr and "Traceback" not in result.stderr
     assert status and status[-1]["state"] == "stopped"  # not left at "starting" or "running"
+
+
+@pytest.mark.timeout(60)
+def test_stopping_a_live_source_ends_the_last_window_now(tmp_path):
+    """SIGTERM 3 s into a 20 s window of a live source: the window published on the way out ends
+    when the unit stopped, not at its nominal end 17 s in the future (which the next run's
+    windows then overlapped)."""
+    from datetime import datetime, timezone
+
+    env = clean_env(ROOMPULSE_WINDOW_S="20", ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_SOURCE_LOOP="true",
+                    ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+    service = ServiceProcess(env, "--source", str(CLASSROOM), cwd=ROOT)
+    service.wait_until(lambda: "state: running" in service.stderr, 30, "running")
+    time.sleep(3.0)
+    stopped = datetime.now(timezone.utc)
+    assert service.stop() == 0
+    window = json.loads(service.lines[-1])
+    end = datetime.fromisoformat(window["window_end"].replace("Z", "+00:00"))
+    start = datetime.fromisoformat(window["window_start"].replace("Z", "+00:00"))
+    print(f"\nFIGURE live stop: window {window['window_start']} .. {window['window_end']}, stopped at {stopped:%H:%M:%S}")
+    assert (end - stopped).total_seconds() <= 1.0 and (end - start).total_seconds() < 10
