@@ -131,17 +131,22 @@ def cmd_run(settings: Settings) -> int:
     from device.pipeline import build_analyzer
     from device.publisher import Publisher
     from device.service import Service
-    from device.state import StateStore
+    from device.state import StateStore, lock_state_dir
 
     preflight(settings.source)
     state = StateStore(settings.state_dir)
-    analyzer = build_analyzer(settings)
-    service = Service(settings, analyzer, Publisher(settings), state)
-    service.install_signal_handlers()
+    lock = lock_state_dir(settings.state_dir)
     try:
-        return service.run()
+        analyzer = build_analyzer(settings)
+        service = Service(settings, analyzer, Publisher(settings), state)
+        service.install_signal_handlers()
+        try:
+            return service.run()
+        finally:
+            state.close()
     finally:
-        state.close()
+        if lock is not None:
+            lock.close()
 
 
 def cmd_check_config(settings: Settings, env_file: Path | None = None) -> int:

@@ -18,6 +18,8 @@ the last ``sequence_id``, so a state file deleted or emptied between two runs is
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import secrets
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 DB_NAME = "roompulse.sqlite3"
 SEQUENCE_FILE = "roompulse.sqlite3.sequence"
 SEQUENCE_KEY = "sequence_id"
+LOCK_NAME = "run.lock"  # flock(2)ed by the one `roompulse run` that owns the directory; holds its pid
 
 
 class StateError(RuntimeError):
@@ -274,3 +277,42 @@ class StateStore:
 
     def close(self) -> None:
         """Nothing stays open between calls; kept for callers that close what they open."""
+
+
+def lock_state_dir(state_dir: Path):
+    """Make this process the one ``roompulse run`` using ``state_dir``: an exclusive, non-blocking
+    ``flock`` on ``<state_dir>/run.lock``, released when the returned file is closed or the
+    process ends (the kernel drops it even after SIGKILL). Two runs on one directory would
+    number their windows from the same ``seq`` and one unit's windows would never arrive.
+
+    Returns:
+        the open lock file (keep it open while running), or None when the disk is full
+        (running matters more; the outbox copes with a full disk).
+
+    Raises:
+        StateError: another process holds the lock (its pid named), or the file cannot be made.
+    """
+    path = Path(state_dir) / LOCK_NAME
+    try:
+        handle = open(path, "a+", encoding="ascii")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            log.warning("state disk full: cannot make %s, so a second run on this directory is not prevented", path)
+            return None
+        raise StateError(f"cannot make the lock file {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StateError(f"state directory {state_dir} is in use by another roompulse run (pid {holder}); two runs "
+                         "on one directory would reuse seq numbers: stop the other (sudo systemctl stop roompulse) "
+                         "or give this run its own ROOMPULSE_STATE_DIR") from None
+    try:
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    except OSError:
+        pass  # the lock holds without the pid in it
+    return handle

@@ -293,3 +293,28 @@ def write_bytes(pid: int) -> int:
         if line.startswith("write_bytes:"):
             return int(line.split()[1])
     raise AssertionError("no write_bytes in /proc/<pid>/io")
+
+
+@pytest.mark.timeout(120)
+def test_a_second_run_on_the_same_state_directory_is_refused(tmp_path):
+    """A technician trying a clip while the service runs, same ROOMPULSE_STATE_DIR: both used to
+    number windows from the same seq, and the service's windows never arrived. The second run
+    now exits 1 at once, naming the directory and the pid holding it; the first runs on."""
+    broker = Broker(tmp_path).start()
+    recorder = Recorder(broker.port, "roompulse/test-room/engagement")
+    first = ServiceProcess(fast_env(broker.port, tmp_path / "state"), "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= 3, 60)
+        second = roompulse("run", "--source", str(CLASSROOM), env=fast_env(broker.port, tmp_path / "state",
+                                                                             ROOMPULSE_SOURCE_LOOP="false"))
+        count = len(recorder.on("roompulse/test-room/engagement"))
+        recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= count + 3, 30)
+    finally:
+        assert first.stop() == 0
+        recorder.close()
+        broker.stop()
+    print(f"\nFIGURE second run: exit {second.returncode}: {second.stderr.strip().splitlines()[-1]}")
+    assert second.returncode == 1
+    assert f"in use by another roompulse run (pid {first.proc.pid})" in second.stderr
+    seqs = recorder.seqs("roompulse/test-room/engagement")
+    assert sorted(set(seqs)) == list(range(max(seqs) + 1))  # one numbering, no gap, no reuse
