@@ -112,6 +112,43 @@ def default_device_id(machine_id: Path = MACHINE_ID) -> str:
     return f"{host}-{hashlib.sha256(b'roompulse:' + ident.encode()).hexdigest()[:6]}"
 
 
+class _Encrypted(Exception):
+    """The TLS key asked for a passphrase."""
+
+
+def _no_passphrase() -> str:
+    raise _Encrypted
+
+
+def tls_problem(ca: Path | None, cert: Path | None, key: Path | None) -> str | None:
+    """What is wrong with the TLS files, loaded with Python's ssl as the MQTT client loads them,
+    naming the variable; None when they load. Checked at start-up because an encrypted key would
+    make OpenSSL ask for its passphrase on a terminal (or fail each handshake under systemd), and
+    a wrong file would only show as a failing handshake.
+    """
+    import ssl
+
+    context = ssl.create_default_context()
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca))
+        except (ssl.SSLError, OSError) as exc:
+            return f"ROOMPULSE_MQTT_TLS_CA: {ca} holds no CA certificate that OpenSSL can read ({exc})"
+    if cert is None:
+        return None
+    try:
+        context.load_cert_chain(str(cert), str(key) if key else None, password=_no_passphrase)
+    except _Encrypted:
+        return (f"ROOMPULSE_MQTT_TLS_KEY: {key or cert} is encrypted with a passphrase, which the service cannot "
+                "type: store the key unencrypted (openssl pkey -in KEY -out KEY.plain), readable only by the "
+                "service user")
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            return f"ROOMPULSE_MQTT_TLS_KEY: {key} is not the key of the certificate in ROOMPULSE_MQTT_TLS_CERT ({cert})"
+        return f"ROOMPULSE_MQTT_TLS_CERT / ROOMPULSE_MQTT_TLS_KEY: {cert} / {key} cannot be loaded ({exc})"
+    return None
+
+
 class Settings(BaseSettings):
     """Every setting of the appliance; the field name upper-cased and prefixed is the variable."""
 
@@ -259,6 +296,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
         if self.mqtt_tls_key and not self.mqtt_tls_cert:
             raise ValueError("ROOMPULSE_MQTT_TLS_KEY is set without ROOMPULSE_MQTT_TLS_CERT")
+        problem = tls_problem(self.mqtt_tls_ca, self.mqtt_tls_cert, self.mqtt_tls_key)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 
-from conftest import CLASSROOM, ROOT, Broker, fast_env, roompulse
+from conftest import CLASSROOM, ROOT, Broker, clean_env, fast_env, roompulse
 from mqtt_helpers import Recorder, ServiceProcess
 
 PREFIX = "roompulse/test-room"
@@ -123,3 +123,29 @@ def test_wrong_password_fails_clearly_right_one_from_credentials_dir_works_never
     assert SECRET not in text and WRONG not in text
     print(f"\nFIGURE auth: scanned {len(text)} characters of stdout, stderr, check-config and published "
           "payloads: neither password appears")
+
+
+def test_tls_files_that_cannot_work_stop_start_up_with_78_naming_the_variable(tmp_path):
+    """An encrypted client key made run ask 'Enter PEM pass phrase:' on a terminal (the MQTT
+    thread blocked, nothing reported) and fail every handshake under systemd; a CA file with no
+    certificate and a key of another certificate only showed as failing handshakes."""
+    ca_key, ca_crt = make_ca(tmp_path, "ca")
+    key, crt = make_server_cert(tmp_path, ca_key, ca_crt)
+    other_key, _ = make_ca(tmp_path, "other")
+    locked = tmp_path / "locked.key"
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:x", "-out", str(locked)],
+                   check=True, capture_output=True)
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate\n")
+    cases = {"ROOMPULSE_MQTT_TLS_KEY: " + str(locked) + " is encrypted with a passphrase": (ca_crt, crt, locked),
+             "ROOMPULSE_MQTT_TLS_KEY: " + str(other_key) + " is not the key of the certificate": (ca_crt, crt, other_key),
+             "ROOMPULSE_MQTT_TLS_CA: " + str(junk) + " holds no CA certificate": (junk, crt, key)}
+    for expected, (ca, cert, k) in cases.items():
+        env = clean_env(ROOMPULSE_MQTT_HOST="localhost", ROOMPULSE_MQTT_TLS_CA=str(ca), ROOMPULSE_MQTT_TLS_CERT=str(cert),
+                        ROOMPULSE_MQTT_TLS_KEY=str(k), ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+        result = roompulse("run", "--source", str(CLASSROOM), env=env, stdin=subprocess.DEVNULL, timeout=60)
+        print(result.stderr.strip().splitlines()[-1])
+        assert result.returncode == 78 and expected in result.stderr, result.stderr
+    good = clean_env(ROOMPULSE_MQTT_HOST="localhost", ROOMPULSE_MQTT_TLS_CA=str(ca_crt), ROOMPULSE_MQTT_TLS_CERT=str(crt),
+                     ROOMPULSE_MQTT_TLS_KEY=str(key))
+    assert roompulse("check-config", env=good).returncode == 0
