@@ -323,6 +323,11 @@ class Publisher:
                         "for the next start", left, timeout)
         return left
 
+    def hurry(self, seconds: float) -> None:
+        """A stop was asked while :meth:`close` flushes: give it at most ``seconds`` more."""
+        if self._closing.is_set():
+            self._deadline = min(self._deadline, time.monotonic() + seconds)
+
     # ---- internals ----
 
     def _set_retained(self, topic: str, message: BaseModel, force: bool = False) -> None:

@@ -345,14 +345,17 @@ class Service:
         return ended, code
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT end the run cleanly (flush, ``offline``)."""
+        """SIGTERM, SIGINT and SIGHUP (a closed terminal) end the run cleanly (open window
+        published, final status, ``offline``); one during the end-of-file flush cuts that to
+        ``STOP_FLUSH_S``."""
 
         def _stop(signum, _frame):
-            log.info("signal %d: stopping", signum)
+            log.info("signal %s: stopping", signal.Signals(signum).name)
             self.stop_event.set()
+            self.publisher.hurry(STOP_FLUSH_S)
 
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, _stop)
 
 
 def default_capture(settings: Settings) -> Capture:

@@ -4,6 +4,7 @@ real model, real mosquitto."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -83,3 +84,36 @@ def test_stopping_a_live_source_ends_the_last_window_now(tmp_path):
     start = datetime.fromisoformat(window["window_start"].replace("Z", "+00:00"))
     print(f"\nFIGURE live stop: window {window['window_start']} .. {window['window_end']}, stopped at {stopped:%H:%M:%S}")
     assert (end - stopped).total_seconds() <= 1.0 and (end - start).total_seconds() < 10
+
+
+@pytest.mark.timeout(90)
+def test_a_stop_signal_during_the_end_of_file_flush_cuts_it_short(tmp_path):
+    """A file read once with the broker down waits up to 30 s for acknowledgements; Ctrl-C (or
+    SIGTERM) during that wait used to be ignored (exit 28 s later). It now ends it within the
+    stop flush (5 s)."""
+    from conftest import free_port
+
+    env = clean_env(ROOMPULSE_MQTT_HOST="127.0.0.1", ROOMPULSE_MQTT_PORT=str(free_port()), ROOMPULSE_WINDOW_S="1",
+                    ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+    service = ServiceProcess(env, "--source", str(CLASSROOM), cwd=ROOT)
+    service.wait_until(lambda: "state: finished" in service.stderr, 60, "the end of the file")
+    began = time.monotonic()
+    service.proc.send_signal(signal.SIGINT)
+    rc = service.proc.wait(30)
+    took = time.monotonic() - began
+    print(f"\nFIGURE SIGINT during the flush: exit {rc} after {took:.1f} s")
+    assert took < 8 and "not acknowledged" in service.stderr
+
+
+@pytest.mark.timeout(60)
+def test_sighup_stops_cleanly(tmp_path):
+    """SIGHUP (the terminal closed) killed the run with no log line, the open window lost and
+    the retained status left at running; it now stops like SIGTERM."""
+    env = clean_env(ROOMPULSE_WINDOW_S="20", ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_SOURCE_LOOP="true",
+                    ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+    service = ServiceProcess(env, "--source", str(CLASSROOM), cwd=ROOT)
+    service.wait_until(lambda: "state: running" in service.stderr, 30, "running")
+    time.sleep(1.0)
+    assert service.stop(signal.SIGHUP) == 0
+    assert "signal SIGHUP: stopping" in service.stderr and "state: stopped" in service.stderr
+    assert len(service.lines) == 1 and json.loads(service.lines[0])["frames_analyzed"] > 0  # the open window
