@@ -225,6 +225,21 @@ class Settings(BaseSettings):
                              f"use '{suggest_device_id(value)}'")
         return value
 
+    @field_validator("mqtt_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        value = value.strip()
+        if "://" in value:
+            raise ValueError(f"{value!r} is a URL; give the broker's host name or address only (e.g. "
+                             f"{value.split('://', 1)[1].split('/')[0].rsplit(':', 1)[0]!r}), the port in "
+                             "ROOMPULSE_MQTT_PORT and TLS with ROOMPULSE_MQTT_TLS_CA")
+        if re.fullmatch(r"[^:\s]+:[0-9]+", value):
+            host, port = value.rsplit(":", 1)
+            raise ValueError(f"{value!r} has a port in it: set ROOMPULSE_MQTT_HOST={host} and ROOMPULSE_MQTT_PORT={port}")
+        if any(c.isspace() for c in value):
+            raise ValueError(f"{value!r} has spaces in it; a host name or address has none")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value):
@@ -258,6 +273,10 @@ class Settings(BaseSettings):
     def _topics(self):
         from device.discovery import discovery_topic
 
+        if not self.prefix:
+            raise ValueError(f"ROOMPULSE_TOPIC_PREFIX {self.topic_prefix!r} names no topic level: the unit would publish "
+                             "on /engagement with no device in the topic; use e.g. roompulse/room-101, or leave it "
+                             "empty for roompulse/<device_id>")
         problem = topic_problem(self.prefix, LONGEST_LEAF)
         if problem:
             which = "ROOMPULSE_TOPIC_PREFIX" if self.topic_prefix else "ROOMPULSE_DEVICE_ID (in the default topic prefix)"
@@ -294,6 +313,9 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
+        if (self.mqtt_password is not None or self.mqtt_password_file) and not self.mqtt_username:
+            raise ValueError("ROOMPULSE_MQTT_PASSWORD (or _PASSWORD_FILE) is set but ROOMPULSE_MQTT_USERNAME is empty: "
+                             "the password would never be sent; set the user name too")
         if self.mqtt_tls_key and not self.mqtt_tls_cert:
             raise ValueError("ROOMPULSE_MQTT_TLS_KEY is set without ROOMPULSE_MQTT_TLS_CERT")
         problem = tls_problem(self.mqtt_tls_ca, self.mqtt_tls_cert, self.mqtt_tls_key)

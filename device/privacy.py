@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from device.config import Settings
 from device.contract import Channel, channels, fields
-from device.state import DB_NAME
+from device.state import DB_NAME, LOCK_NAME
 
 NEVER_COLLECTED = (
     "camera frames, video, face crops or any other image (frames live in memory only while analysed)",
@@ -82,7 +82,8 @@ def report(settings: Settings) -> str:
         f"  {state} (SQLite): the engagement messages above, each with its topic, until the broker acknowledges "
         f"them, at most {settings.outbox_max_count} and at most {settings.outbox_max_age_s:g} s old; the next seq, the count "
         f"of dropped windows, the pause state and the sequence_id (also in {state}.sequence, 16 hex digits). "
-        f"A damaged state file is kept beside it as {state}.corrupt-<UTC time> for inspection. Nothing else.",
+        f"A damaged state file is kept beside it as {state}.corrupt-<UTC time> for inspection; "
+        f"{settings.state_dir / LOCK_NAME} holds the process id of the run that owns the directory. Nothing else.",
         "  logs: standard error only (the systemd journal); no images and no per-face values are logged.",
         "",
         "WHAT IS NEVER COLLECTED, STORED OR SENT",

@@ -43,7 +43,7 @@ def test_all_bad_variables_are_named_in_one_message(tmp_path):
 
 def test_check_config_masks_the_password_and_reads_the_env_file(tmp_path):
     env_file = tmp_path / "roompulse.env"
-    env_file.write_text("ROOMPULSE_MQTT_PASSWORD=hunter2-secret\nROOMPULSE_DEVICE_ID=room-101\n")
+    env_file.write_text("ROOMPULSE_MQTT_USERNAME=unit\nROOMPULSE_MQTT_PASSWORD=hunter2-secret\nROOMPULSE_DEVICE_ID=room-101\n")
     result = roompulse("--env-file", str(env_file), "check-config")
     assert result.returncode == 0, result.stderr
     assert "ROOMPULSE_DEVICE_ID=room-101" in result.stdout

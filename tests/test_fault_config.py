@@ -18,11 +18,27 @@ from device.config import load_settings, redact_url
     ("ROOMPULSE_TOPIC_PREFIX", "$SYS/room", "reserved"),
     ("ROOMPULSE_TOPIC_PREFIX", "r" * 70000, "too long"),
     ("ROOMPULSE_HA_PREFIX", "h" * 65530, "too long"),
+    ("ROOMPULSE_TOPIC_PREFIX", "/", "names no topic level"),
 ])
 def test_unusable_topic_prefix_exits_78_naming_the_variable(name, value, why):
     result = roompulse("check-config", env=clean_env(**{name: value}))
     assert result.returncode == 78, result.stdout[-300:]
     assert name in result.stderr and why in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("settings,why", [
+    ({"ROOMPULSE_MQTT_HOST": "mqtt://127.0.0.1"}, "is a URL; give the broker's host name or address only (e.g. '127.0.0.1')"),
+    ({"ROOMPULSE_MQTT_HOST": "broker.lan:18831"}, "set ROOMPULSE_MQTT_HOST=broker.lan and ROOMPULSE_MQTT_PORT=18831"),
+    ({"ROOMPULSE_MQTT_HOST": "broker lan"}, "has spaces in it"),
+    ({"ROOMPULSE_MQTT_HOST": "broker.lan", "ROOMPULSE_MQTT_PASSWORD": "pw-123456"}, "ROOMPULSE_MQTT_USERNAME is empty"),
+])
+def test_broker_settings_that_cannot_work_exit_78(settings, why):
+    """These passed check-config and then failed at every connection (a URL or host:port taken
+    as a host name, blamed on DNS) or silently (a password with no user name is never sent)."""
+    result = roompulse("check-config", env=clean_env(**settings))
+    assert result.returncode == 78 and why in result.stderr, result.stderr
+    for fine in ("::1", "fe80::1", "broker.school.lan", "10.0.0.5"):
+        assert roompulse("check-config", env=clean_env(ROOMPULSE_MQTT_HOST=fine)).returncode == 0, fine
 
 
 def test_run_with_a_wildcard_ha_prefix_refuses_to_start(tmp_path):

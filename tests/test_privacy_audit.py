@@ -12,6 +12,7 @@ from pathlib import Path
 from conftest import CLASSROOM, ROOT, service_env
 from device.config import Settings
 from device.contract import channels
+from device.state import LOCK_NAME
 from mqtt_helpers import Recorder
 
 PREFIX = "roompulse/audit-room"
@@ -57,4 +58,5 @@ def test_service_talks_only_to_the_broker_and_writes_only_state(broker, tmp_path
     # Nothing per-face in the logs either: no boxes, keypoints or arrays at INFO and above.
     assert not re.search(r"\b(box|boxes|keypoints?|yaw_deg|pitch_deg)\b", result.stderr)
     assert not [l for l in result.stderr.splitlines() if "[" in l and "]" in l and "," in l]
-    assert os.listdir(state) and all(n.startswith("roompulse.sqlite3") for n in os.listdir(state))
+    assert os.listdir(state) and all(n.startswith("roompulse.sqlite3") or n == LOCK_NAME for n in os.listdir(state))
+    assert (state / LOCK_NAME).read_text().strip().isdigit()  # a process id, nothing else

@@ -101,7 +101,8 @@ def test_wrong_password_fails_clearly_right_one_from_credentials_dir_works_never
         assert re.search("broker refused the login: (not authorised|bad user name or password)", wrong.stderr)
         assert "check ROOMPULSE_MQTT_USERNAME and the password" in wrong.stderr
 
-        checked = roompulse("check-config", env=fast_env(broker.port, tmp_path / "c", ROOMPULSE_MQTT_PASSWORD=WRONG))
+        checked = roompulse("check-config", env=fast_env(broker.port, tmp_path / "c", ROOMPULSE_MQTT_USERNAME="roompulse",
+                                                         ROOMPULSE_MQTT_PASSWORD=WRONG))
         assert "ROOMPULSE_MQTT_PASSWORD=***" in checked.stdout
         outputs += [checked.stdout, checked.stderr]
 
