@@ -117,3 +117,31 @@ def test_sighup_stops_cleanly(tmp_path):
     assert service.stop(signal.SIGHUP) == 0
     assert "signal SIGHUP: stopping" in service.stderr and "state: stopped" in service.stderr
     assert len(service.lines) == 1 and json.loads(service.lines[0])["frames_analyzed"] > 0  # the open window
+
+
+def test_a_file_whose_timestamps_restart_is_read_to_the_end(tmp_path):
+    """Two MPEG-TS recordings joined end to end (cat a.ts b.ts): the second part's timestamps
+    start again at 0. run analysed only the first part (the frame-rate limit dropped every
+    frame stamped before the last one kept); the stamps now continue, so both are analysed."""
+    import av
+
+    part = tmp_path / "part.ts"
+    with av.open(str(part), "w") as out:
+        stream = out.add_stream("mpeg2video", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 480, 270, "yuv420p"
+        for frame in read_file(CLASSROOM):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(part.read_bytes() * 2)
+    stamps = [f.timestamp for f in read_file(joined)]
+    assert len(stamps) == 90 and all(b > a for a, b in zip(stamps, stamps[1:]))
+    result = roompulse("run", "--source", str(joined), env=clean_env(
+        ROOMPULSE_WINDOW_S="100", ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_FPS="30",
+        ROOMPULSE_STATE_DIR=str(tmp_path / "state")))
+    windows = [json.loads(line) for line in result.stdout.splitlines()]
+    print(f"\nFIGURE joined file: {sum(w['frames_analyzed'] for w in windows)} frames analysed of 90")
+    assert result.returncode == 0 and sum(w["frames_analyzed"] for w in windows) == 90
+    assert "timestamps go back at frame 45" in result.stderr

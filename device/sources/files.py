@@ -6,6 +6,7 @@ with frame timestamps straight from the container and no system FFmpeg or GUI li
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import av
 from device.sources import FrameSource, SourceError
 from device.sources.pyav import RgbConverter
 from device.types import Frame
+
+log = logging.getLogger(__name__)
 
 # Demuxers that FFmpeg falls back to for files that hold no picture (text, raw data).
 NOT_PICTURES = {"tty", "data", "bin"}
@@ -50,12 +53,38 @@ def read_file(path: str | Path, max_size: tuple[int, int] | None = None) -> Iter
             raise SourceError(f"{path}: not an image or video file (no picture stream; found {container.format.name})")
         stream = container.streams.video[0]
         to_rgb = RgbConverter(str(path), max_size)
+        stamps = ContinuousStamps(str(path), 1.0 / float(stream.average_rate or 1))
         try:
             for index, frame in enumerate(container.decode(stream)):
                 stamp = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1)
-                yield Frame(to_rgb(frame), stamp, index)
+                yield Frame(to_rgb(frame), stamps(stamp, index), index)
         except av.FFmpegError as exc:
             raise SourceError(f"{path}: cannot decode ({exc})") from None
+
+
+class ContinuousStamps:
+    """Keeps a file's frame timestamps going forward: where they jump back (files joined end to
+    end, e.g. ``cat a.ts b.ts``, or a camera recording that restarted its clock) the rest is
+    shifted to continue one frame step after the last, with one warning. Without it the frame
+    rate limit and the windows, which take time as going forward, dropped the second part.
+
+    Args:
+        name: the file, for the warning.
+        step: seconds between frames (1 / the stream's average rate).
+    """
+
+    def __init__(self, name: str, step: float):
+        self.name, self.step = name, step
+        self.offset, self.last = 0.0, None
+
+    def __call__(self, stamp: float, index: int) -> float:
+        """``stamp`` (seconds from the file's start) shifted to follow the previous one."""
+        if self.last is not None and stamp + self.offset < self.last:
+            log.warning("%s: timestamps go back at frame %d (%.3f s after %.3f s): the rest is taken as following "
+                        "on", self.name, index, stamp, self.last - self.offset)
+            self.offset = self.last + self.step - stamp
+        self.last = stamp + self.offset
+        return self.last
 
 
 def loop_file(path: str | Path, max_size: tuple[int, int] | None = None) -> Iterator[Frame]:
