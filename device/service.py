@@ -85,6 +85,7 @@ class Service:
             self.paused.set()
         publisher.on_pause = self.set_paused
         self.windows = 0
+        self._file_position: float | None = None  # a file read once: stamp of the last frame analysed
         self._state = "starting"
         self._notified = ""
         self._fps = 0.0
@@ -326,7 +327,10 @@ class Service:
                     self._stalled(aggregator)
                 self._watch_trouble(capture.trouble(now))
                 if frame is not None:
-                    self._analyse(frame, aggregator)
+                    if live or self._file_position is None or frame.timestamp > self._file_position:
+                        self._analyse(frame, aggregator)
+                        self._file_position = None if live else frame.timestamp
+                    # else: a file read once, re-opened after a pause, goes on where it was
                     step = frame.timestamp - last if last is not None else step
                     last = frame.timestamp
                 if capture.healthy(now):

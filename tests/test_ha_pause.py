@@ -7,7 +7,7 @@ import time
 import jinja2
 import paho.mqtt.client as mqtt
 
-from conftest import CLASSROOM, ROOT, Broker, fast_env
+from conftest import CLASSROOM, ONE_BY_ONE, ROOT, Broker, fast_env
 from device.payloads import Engagement
 from mqtt_helpers import Recorder, ServiceProcess
 
@@ -148,3 +148,31 @@ def test_pause_stops_windows_releases_the_source_resumes_and_survives_a_restart(
         broker.stop()
     print(f"\nFIGURE pause: engagement messages after ON: {during} (0.2 s windows, 2 s watched); "
           "clip file closed while paused; state ON kept across a restart")
+
+
+def test_pausing_a_file_read_once_resumes_where_it_was(tmp_path):
+    """ON then OFF while a file is read once: the source is re-opened after the pause, and it
+    used to start the file again, so the same stretch of video was published twice (seq 0-4 and
+    5-9 for the same windows). Frames analysed before the pause are now skipped."""
+    clip = ONE_BY_ONE  # 1394 frames at 10 fps
+    broker = Broker(tmp_path).start()
+    rec = Recorder(broker.port, ENGAGEMENT)
+    env = fast_env(broker.port, tmp_path / "state", ROOMPULSE_SOURCE_LOOP="false", ROOMPULSE_WINDOW_S="10",
+                   ROOMPULSE_FPS="10")
+    svc = ServiceProcess(env, "--source", str(clip), cwd=ROOT)
+    try:
+        rec.wait_for(ENGAGEMENT, lambda p: len(p) >= 2, timeout=60)
+        send(broker.port, f"{PREFIX}/paused/set", "ON")
+        svc.wait_until(lambda: "paused: source released" in svc.stderr, 30, "the pause")
+        send(broker.port, f"{PREFIX}/paused/set", "OFF")
+        assert svc.proc.wait(120) == 0
+        windows = [json.loads(p) for p in rec.wait_for(ENGAGEMENT, lambda p: len(p) == len(svc.lines), 30)]
+    finally:
+        svc.stop()
+        rec.close()
+        broker.stop()
+    spans = sorted((w["window_start"], w["window_end"]) for w in windows)
+    analysed = sum(w["frames_analyzed"] for w in windows)
+    print(f"\nFIGURE pause on a file: {len(windows)} windows, {analysed} frames analysed of 1394")
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))  # no stretch published twice
+    assert analysed <= 1394  # no frame analysed twice (1594 before)
