@@ -13,8 +13,11 @@ ways that matter here:
 - inside ``'...'`` everything is literal; inside ``"..."`` a backslash escapes only
   ``" \\ ` $`` and a line end, and is kept before anything else;
 - a line without ``=`` is ignored; an assignment whose name is not a valid variable name
-  (letters, digits and ``_``, not starting with a digit) or whose value is not UTF-8 is
-  ignored, as systemd ignores it: each such line is reported by :func:`problems`.
+  (letters, digits and ``_``, not starting with a digit) is ignored, as systemd ignores it;
+- a value that is not UTF-8 is ignored here, but systemd refuses the whole file for it
+  (``load_env_file_push`` returns the error of ``check_utf8ness_and_warn``; with
+  ``EnvironmentFile=-`` the unit then gets none of the file's lines). Both are reported, line by
+  line, by :func:`problems`.
 """
 
 from __future__ import annotations
@@ -138,8 +141,8 @@ def _read(path: Path) -> tuple[dict[str, str], list[str]]:
             why = "contains a non-printable character" if not name.isprintable() else "is not a valid variable name"
             bad.append(f"{path} line {line}: {shown} {why}: the assignment is ignored (as systemd ignores it)")
         elif any("\udc80" <= c <= "\udcff" for c in value):
-            bad.append(f"{path} line {line}: the value of {name} is not valid UTF-8: the assignment is ignored "
-                       "(as systemd ignores it)")
+            bad.append(f"{path} line {line}: the value of {name} is not valid UTF-8: ignored here, and systemd's "
+                       "EnvironmentFile= refuses the whole file because of it: write the line in UTF-8")
         else:
             values[name] = value  # a later assignment wins, as in systemd
     return values, bad

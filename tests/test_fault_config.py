@@ -144,3 +144,14 @@ def test_log_rate_limiter_reports_what_it_suppressed_without_a_later_line(tmp_pa
             "[logging.getLogger('x').warning('broker down %d', i) for i in range(10)]")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert "7 more line(s) like 'broker down %d' suppressed" in done.stderr, done.stderr
+
+
+def test_a_value_that_is_not_utf8_is_reported_as_systemd_treats_it(tmp_path):
+    """systemd refuses a whole env file for one value that is not UTF-8 (the warning said the
+    assignment was ignored "as systemd ignores it"); the line is named and the valid ones used."""
+    env_file = tmp_path / "roompulse.env"
+    env_file.write_bytes(b"ROOMPULSE_DEVICE_ID=room-1\nROOMPULSE_MQTT_USERNAME=caf\xe9\n")
+    result = roompulse("--env-file", str(env_file), "check-config", env=clean_env())
+    assert result.returncode == 0 and "ROOMPULSE_DEVICE_ID=room-1" in result.stdout
+    assert (f"{env_file} line 2: the value of ROOMPULSE_MQTT_USERNAME is not valid UTF-8: ignored here, and "
+            "systemd's EnvironmentFile= refuses the whole file") in result.stderr
