@@ -366,6 +366,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "***"
+            elif isinstance(value, bool):
+                value = "true" if value else "false"  # as the env file writes them, not Python's True
             out[ENV_PREFIX + name.upper()] = "" if value is None else redact_url(str(value))
         return out
 

@@ -49,6 +49,7 @@ def test_check_config_masks_the_password_and_reads_the_env_file(tmp_path):
     assert "ROOMPULSE_DEVICE_ID=room-101" in result.stdout
     assert "ROOMPULSE_MQTT_PASSWORD=***" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
+    assert "ROOMPULSE_HA_DISCOVERY=true" in result.stdout  # booleans as the env file writes them
 
 
 def test_missing_env_file_is_a_config_error(tmp_path):
