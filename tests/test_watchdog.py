@@ -93,11 +93,11 @@ def make_service(tmp_path, analyzer, notify, capture_factory=None):
     return service, thread, state
 
 
-@pytest.mark.timeout(60)
-def test_cli_sends_ready_pings_and_stopping(notify, tmp_path):
-    env = clean_env(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC), ROOMPULSE_SOURCE_LOOP="true",
-                    ROOMPULSE_FPS="4", ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
-    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", str(CLASSROOM)], cwd=ROOT,
+def run_until_ready(notify: NotifySocket, source: str, **settings: str) -> float:
+    """``roompulse run --source source`` under ``notify``: wait for READY=1, run 1 s more, SIGTERM,
+    exit code 0. Returns when READY=1 came (monotonic)."""
+    env = clean_env(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC), **settings)
+    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", source], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         ready = notify.wait_for("READY=1", 30)
@@ -107,6 +107,13 @@ def test_cli_sends_ready_pings_and_stopping(notify, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+    return ready
+
+
+@pytest.mark.timeout(60)
+def test_cli_sends_ready_pings_and_stopping(notify, tmp_path):
+    ready = run_until_ready(notify, str(CLASSROOM), ROOMPULSE_SOURCE_LOOP="true", ROOMPULSE_FPS="4",
+                            ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
     pings = notify.times("WATCHDOG=1")
     healthy = [t for t in pings if ready <= t <= ready + 1.0]
     assert len(healthy) >= 2
@@ -220,18 +227,7 @@ def test_camera_missing_at_boot_is_ready_stalled_and_keeps_pinging(notify, tmp_p
     """A camera that is not there yet (it boots later than the Pi): the service is up and
     retrying, so READY=1 comes with STATUS=camera_stalled after ROOMPULSE_STALL_S, and the
     pings go on; waiting for a first inference would let TimeoutStartSec restart it forever."""
-    env = clean_env(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC), ROOMPULSE_STALL_S="1",
-                    ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
-    proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", "/dev/video97"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        ready = notify.wait_for("READY=1", 30)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    ready = run_until_ready(notify, "/dev/video97", ROOMPULSE_STALL_S="1", ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
     said = [m for t, m in notify.messages if t <= ready + 0.01 and m.startswith("STATUS=")]
     print(f"\nFIGURE camera missing at boot: READY=1 with {said[-1]!r}")
     assert said and said[-1].startswith("STATUS=camera_stalled")
