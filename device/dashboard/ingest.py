@@ -27,7 +27,6 @@ unacknowledged, for the broker to send again.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
