@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from conftest import Broker, free_port
 from dashboard_helpers import T0, Dashboard, dashboard_env, window
@@ -157,3 +158,18 @@ def test_a_row_sqlite_refuses_is_dropped_alone(tmp_path):
     assert (windows, new) == ([first, second], 2)
     assert refused == [("b", "OverflowError: Python int too large to convert to SQLite INTEGER")]
     assert [w.seq for w in store.between("room-8", 0, 2e9)] == [0, 1]
+
+
+def test_a_locked_history_is_a_store_failure_not_the_messages_fault(tmp_path):
+    # A store failure propagates (the writer leaves the batch unacknowledged); nothing is refused.
+    from device.dashboard.ingest import commit
+
+    store = Store(tmp_path / "h.db", retention_s=1e9)
+    store._db().execute("PRAGMA busy_timeout = 200")  # the store waits 30 s; the test need not
+    first = Window.from_payload(window("room-8", 0, T0, 60, 9, 0.4))
+    other = sqlite3.connect(tmp_path / "h.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        commit(store, [("a", first)])
+    other.execute("ROLLBACK")
+    assert commit(store, [("a", first)]) == ([first], 1, [])
