@@ -101,7 +101,7 @@ def test_env_file_read_as_the_service_reads_it(tmp_path, monkeypatch):
 
 def test_dashboard_process_authenticates_with_the_env_files_literal_secrets(broker, tmp_path):
     secrets = "".join(line + "\n" for line in ENV_FILE.splitlines() if "PASSWORD" in line or "TOKEN" in line)
-    (tmp_path / "dashboard.env").write_text(secrets)
+    (tmp_path / "dashboard.env").write_text(secrets + "ROOMPULSE-DASHBOARD-DB=/tmp/x.db\n")
     env = dashboard_env(broker.port, tmp_path / "h.db", HOME="/root")  # the port from the environment wins
     dash = Dashboard(env, free_port(), "--env-file", str(tmp_path / "dashboard.env"))
     try:
@@ -112,5 +112,8 @@ def test_dashboard_process_authenticates_with_the_env_files_literal_secrets(brok
         assert dash.get("/api/rooms", {"Authorization": expanded})[0] == 401
         assert dash.get("/metrics", {"Authorization": "Bearer tok-abcdefgh #x"})[0] == 200
         assert dash.get("/metrics", {"Authorization": "Bearer tok-abcdefgh"})[0] == 401
+        # a line systemd ignores is reported, as the service reports it
+        assert (f"{tmp_path / 'dashboard.env'} line 3: ROOMPULSE-DASHBOARD-DB is not a valid variable name: "
+                "the assignment is ignored (as systemd ignores it)") in "".join(dash.errors)
     finally:
         assert dash.stop() == 0
