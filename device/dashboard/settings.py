@@ -183,9 +183,8 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
 
     Raises:
         ConfigError: every invalid variable named; or the env file does not exist or cannot
-            be read; or the
-            server would listen on a network address with neither ``ROOMPULSE_DASHBOARD_PASSWORD``
-            nor ``ROOMPULSE_DASHBOARD_TOKEN`` set.
+            be read; or the server would listen on a network address with neither
+            ``ROOMPULSE_DASHBOARD_PASSWORD`` nor ``ROOMPULSE_DASHBOARD_TOKEN`` set.
     """
     if env_file is None:
         env_file = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
