@@ -399,6 +399,31 @@ def unknown_variables(env_file: Path | None = None) -> list[str]:
     return out
 
 
+def env_file_values(env_file: Path | None, fields: dict[str, str]) -> dict[str, str]:
+    """``{field name: value}`` of the settings ``env_file`` gives, to pass to a settings class.
+
+    The file is read as systemd's ``EnvironmentFile=`` reads it (:mod:`device.envfile`: no
+    ``${VAR}`` expansion, ``#`` inside a value is kept), not by pydantic-settings' dotenv
+    reader. A variable also in the environment is left out (the environment wins), and so is
+    ``VARIABLE=`` with nothing after it (the default applies, as ``env_ignore_empty`` does for
+    an empty environment variable).
+
+    Args:
+        env_file: the file, or ``None`` for none.
+        fields: upper-case variable name -> field name, e.g. ``{"ROOMPULSE_MQTT_PORT": "mqtt_port"}``.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    try:
+        from_file = read_env_file(env_file) if env_file else {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {env_file}: {exc}") from None
+    in_env = {name.upper() for name in os.environ}
+    return {fields[k.upper()]: v for k, v in from_file.items()
+            if k.upper() in fields and k.upper() not in in_env and v != ""}
+
+
 def load_settings(env_file: Path | None = None, **overrides) -> Settings:
     """Build the settings from the environment, an env file and explicit overrides.
 
@@ -415,17 +440,7 @@ def load_settings(env_file: Path | None = None, **overrides) -> Settings:
         env_file = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
     elif not Path(env_file).is_file():
         raise ConfigError(f"env file {env_file} does not exist")
-    # The env file is read as systemd's EnvironmentFile= reads it (device.envfile: no ${VAR}
-    # expansion), not by pydantic-settings' dotenv reader; the environment still wins.
-    try:
-        from_file = read_env_file(env_file) if env_file else {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read env file {env_file}: {exc}") from None
-    in_env = {name.upper() for name in os.environ}
-    fields = {ENV_PREFIX + name.upper(): name for name in Settings.model_fields}
-    # VARIABLE= in the file means the default, as an empty environment variable does (env_ignore_empty).
-    values = {fields[k.upper()]: v for k, v in from_file.items()
-              if k.upper() in fields and k.upper() not in in_env and v != ""}
+    values = env_file_values(env_file, {ENV_PREFIX + name.upper(): name for name in Settings.model_fields})
     try:
         return Settings(_env_file=None, **{**values, **overrides})
     except ValidationError as exc:

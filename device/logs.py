@@ -18,6 +18,15 @@ from collections.abc import Callable
 from device.config import redact_url
 
 FORMAT = "%(levelname)s %(name)s: %(message)s"
+CLIP_CHARS = 200  # longest excerpt of outside text (a topic, a payload) in one log line
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how many were left out
+    (``abc...[59800 more characters]``): a topic or payload from outside can be 64 KiB and more."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
 
 
 class RateLimit(logging.Filter):

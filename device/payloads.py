@@ -6,20 +6,49 @@ fields, no arrays, no per-face values.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from device.aggregator import WindowSummary
 
 ENGAGEMENT_SCHEMA = "roompulse.engagement/1"
 STATUS_SCHEMA = "roompulse.status/1"
 
+# Bounds of the engagement payload. A subscriber stores these numbers (the dashboard in SQLite,
+# whose INTEGER is signed 64-bit) and turns the times into Unix seconds, so a payload inside
+# them can always be stored; a payload outside them was not made by a unit.
+SEQ_MAX = 2**63 - 1  # SQLite's largest INTEGER; a unit making one window a second never gets near it
+FACES_MAX = 10_000  # faces in one frame: far above any classroom (a 4K frame holds a few hundred)
+FRAMES_MAX = 10_000_000  # frames in one window: 24 h at over 100 fps
+# Window times: UTC only ("Z" or "+00:00"), date and time to the second, optional fraction.
+UTC_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)", re.ASCII)
+# The range a unit's wall clock can give (even unset: the Unix epoch) and that converts to Unix
+# seconds anywhere; "9999-12-31T23:59:59-01:00" and the like overflow the conversion.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
+
 
 def utc_iso(moment: datetime) -> str:
     """UTC ISO-8601 with a ``Z`` suffix and whole seconds, e.g. ``2026-11-29T10:00:00Z``."""
     return moment.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc(value: str) -> datetime:
+    """A window time (``2026-11-29T10:00:00Z``, ``...T10:00:00.5+00:00``) as an aware UTC datetime.
+
+    Raises:
+        ValueError: not a UTC ISO-8601 date and time (a date alone, another offset, no
+            offset), not a real date, or outside [:data:`EARLIEST`, :data:`LATEST`).
+    """
+    if not isinstance(value, str) or not UTC_ISO.fullmatch(value):
+        raise ValueError("is not a UTC ISO-8601 date and time (YYYY-MM-DDTHH:MM:SSZ or ...+00:00)")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(f"is outside {EARLIEST.year}-{LATEST.year - 1}")
+    return moment
 
 
 class Engagement(BaseModel):
@@ -30,16 +59,19 @@ class Engagement(BaseModel):
     schema_: Literal["roompulse.engagement/1"] = Field(
         ENGAGEMENT_SCHEMA, alias="schema", description="payload schema name and version")
     device_id: str = Field(description="the unit that measured the window")
-    seq: int = Field(ge=0, description="window number; increases by one per window and survives restarts")
+    seq: int = Field(ge=0, le=SEQ_MAX,
+                     description="window number; increases by one per window and survives restarts")
     sequence_id: str = Field(
         pattern=r"^[0-9a-f]{16}$|^unknown$",
         description="names the run of seq values; a new one (and seq from 0) only when the unit's state file "
                     "was lost or damaged; de-duplicate on (device_id, sequence_id, seq)")
     window_start: str = Field(description="window start, UTC ISO-8601")
-    window_end: str = Field(description="window end, UTC ISO-8601")
-    frames_analyzed: int = Field(ge=0, description="frames analysed in the window")
-    faces_present: int = Field(ge=0, description="median number of faces detected per analysed frame")
-    faces_present_max: int = Field(ge=0, description="most faces detected in any analysed frame of the window")
+    window_end: str = Field(description="window end, UTC ISO-8601, not before window_start")
+    frames_analyzed: int = Field(ge=0, le=FRAMES_MAX, description="frames analysed in the window")
+    faces_present: int = Field(ge=0, le=FACES_MAX,
+                               description="median number of faces detected per analysed frame")
+    faces_present_max: int = Field(ge=0, le=FACES_MAX,
+                                   description="most faces detected in any analysed frame of the window")
     engagement_score: float | None = Field(
         ge=0, le=1,
         description="share of face detections oriented toward the front, among those whose orientation "
@@ -47,10 +79,18 @@ class Engagement(BaseModel):
     suppressed: bool = Field(description="true when faces_present, or the faces whose orientation could be called, "
                                         "are below min_group_size and the score is withheld")
 
+    @field_validator("window_start", "window_end")
+    @classmethod
+    def _utc_time(cls, value: str) -> str:
+        parse_utc(value)
+        return value
+
     @model_validator(mode="after")
     def _suppression(self):
         if self.suppressed != (self.engagement_score is None):
             raise ValueError("engagement_score must be null exactly when suppressed is true")
+        if parse_utc(self.window_end) < parse_utc(self.window_start):
+            raise ValueError("window_end is before window_start")
         return self
 
     def to_json(self) -> str:

@@ -4,6 +4,7 @@ authentication, 401 without credentials, security headers on every response."""
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 
@@ -65,5 +66,54 @@ def test_unauthenticated_request_gets_401_and_every_response_security_headers(br
         status, headers, body = dash.get("/metrics", {"Authorization": "Bearer s3cr3t-token-for-prometheus"})
         assert status == 200 and b"roompulse_dashboard_broker_connected 1.0" in body
         assert headers["x-frame-options"] == "DENY"
+    finally:
+        assert dash.stop() == 0
+
+
+ENV_FILE = """\
+ROOMPULSE_MQTT_HOST=127.0.0.1
+ROOMPULSE_MQTT_PORT=
+ROOMPULSE_MIN_GROUP_SIZE=
+ROOMPULSE_DASHBOARD_CHART_HOURS=
+ROOMPULSE_DASHBOARD_SESSION_EXPIRY_S=
+ROOMPULSE_DASHBOARD_PASSWORD=open${HOME}sesame
+ROOMPULSE_DASHBOARD_TOKEN=tok-abcdefgh #x
+"""
+
+
+def test_env_file_read_as_the_service_reads_it(tmp_path, monkeypatch):
+    from device.dashboard.settings import load
+
+    for name in [n for n in os.environ if n.startswith("ROOMPULSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.setenv("ROOMPULSE_DASHBOARD_RETENTION_DAYS", "")  # empty in the environment: the default too
+    (tmp_path / "dashboard.env").write_text(ENV_FILE)
+    config = load(tmp_path / "dashboard.env")
+    # VARIABLE= means the default, as in the service (README: any line of the example may be uncommented)
+    assert (config.broker.port, config.broker.min_group_size) == (1883, 5)
+    d = config.dashboard
+    assert (d.chart_hours, d.session_expiry_s, d.retention_days) == (3.0, 604800, 400.0)
+    # systemd's EnvironmentFile= rules: no ${VAR} expansion, '#' inside a value is kept
+    assert d.password.get_secret_value() == "open${HOME}sesame"
+    assert d.token.get_secret_value() == "tok-abcdefgh #x"
+
+
+def test_dashboard_process_authenticates_with_the_env_files_literal_secrets(broker, tmp_path):
+    secrets = "".join(line + "\n" for line in ENV_FILE.splitlines() if "PASSWORD" in line or "TOKEN" in line)
+    (tmp_path / "dashboard.env").write_text(secrets + "ROOMPULSE-DASHBOARD-DB=/tmp/x.db\n")
+    env = dashboard_env(broker.port, tmp_path / "h.db", HOME="/root")  # the port from the environment wins
+    dash = Dashboard(env, free_port(), "--env-file", str(tmp_path / "dashboard.env"))
+    try:
+        dash.wait_ready(headers={"Authorization": "Bearer tok-abcdefgh #x"})
+        literal = "Basic " + base64.b64encode(b"roompulse:open${HOME}sesame").decode()
+        expanded = "Basic " + base64.b64encode(b"roompulse:open/rootsesame").decode()
+        assert dash.get("/api/rooms", {"Authorization": literal})[0] == 200
+        assert dash.get("/api/rooms", {"Authorization": expanded})[0] == 401
+        assert dash.get("/metrics", {"Authorization": "Bearer tok-abcdefgh #x"})[0] == 200
+        assert dash.get("/metrics", {"Authorization": "Bearer tok-abcdefgh"})[0] == 401
+        # a line systemd ignores is reported, as the service reports it
+        assert (f"{tmp_path / 'dashboard.env'} line 3: ROOMPULSE-DASHBOARD-DB is not a valid variable name: "
+                "the assignment is ignored (as systemd ignores it)") in "".join(dash.errors)
     finally:
         assert dash.stop() == 0

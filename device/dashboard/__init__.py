@@ -29,9 +29,15 @@ def run(env_file: Path | None = None, listen: str | None = None) -> int:
         device.dashboard.store.StoreError: the history file cannot be opened (exit 1).
         RuntimeError: the dashboard's packages are not installed (``pip install roompulse[dashboard]``).
     """
+    from device.config import DEFAULT_ENV_FILE
     from device.dashboard.settings import load, unknown_variables
+    from device.envfile import problems
 
     config = load(env_file, listen)
+    env_file = env_file or (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    if env_file:
+        for problem in problems(env_file):  # lines systemd ignores, reported as the service reports them
+            log.warning("%s", problem)
     for name in unknown_variables(env_file):
         log.warning("%s is not a dashboard setting and is ignored", name)
     try:

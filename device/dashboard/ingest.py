@@ -15,14 +15,22 @@ Nothing is lost across a restart of the dashboard while the broker keeps its ses
   writer thread commits a batch to SQLite and only then sends the PUBACKs, in the order the
   messages came. A crash before the commit means no PUBACK, so the broker sends those again;
   the store ignores what it already has (key ``device_id, seq, window_start``).
+
+One bad message never holds back the others: a message that cannot be parsed or stored
+because of what it holds (not JSON, outside the payload model's bounds, a window whose
+``device_id`` is not the one in its topic, a row SQLite refuses) is counted in
+``invalid_messages_total``, logged (one WARNING line, topic and payload cut to 200
+characters, repeats rate-limited by :class:`device.logs.RateLimit`) and acknowledged. Only a
+failure of the store itself (disk full, a locked or read-only file) leaves the batch
+unacknowledged, for the broker to send again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import re
+import sqlite3
 import ssl
 import threading
 import time
@@ -33,11 +41,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device.dashboard.fleet import Fleet, Room
 from device.dashboard.settings import BrokerSettings, DashboardSettings
 from device.dashboard.store import Store, Window
+from device.logs import clip
 from device.payloads import Engagement
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,12 @@ PRUNE_EVERY_S = 3600.0
 # The service's ROOMPULSE_DEVICE_ID pattern (device/config.py). Anything else (a payload made by
 # another publisher) is dropped: ids go into URLs, file names and CSV cells.
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# What a message can raise by its content while it is parsed (pydantic's ValidationError is a
+# ValueError; RecursionError, UnicodeError and OverflowError are kept for defence in depth).
+MESSAGE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, UnicodeError)
+# What SQLite raises for a row it cannot take (an integer beyond 64 bits, a wrong type). A full
+# disk, a locked or read-only file raise sqlite3.OperationalError: not listed, so not the message's fault.
+ROW_ERRORS = (OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError)
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,52 @@ class Counters:
     duplicates: int = 0
     invalid: int = 0
     connected: bool = False
+
+
+def commit(store: Store, parsed: list[tuple[Message, Window]]) -> tuple[list[Window], int, list[tuple[Message, str]]]:
+    """Store the windows in one transaction; ``(windows committed, how many were new,
+    [(message, reason)] of the rows SQLite refused)``. When SQLite refuses a row
+    (:data:`ROW_ERRORS`) the windows are committed one by one, so only that message is dropped.
+
+    Raises:
+        sqlite3.Error, OSError: the store itself failed (disk full, a locked or read-only file).
+    """
+    if not parsed:
+        return [], 0, []
+    try:
+        return [w for _, w in parsed], store.add(w for _, w in parsed), []
+    except ROW_ERRORS:
+        pass
+    windows, new, refused = [], 0, []
+    for m, w in parsed:
+        try:
+            new += store.add([w])
+        except ROW_ERRORS as exc:
+            refused.append((m, reason(exc)))
+        else:
+            windows.append(w)
+    return windows, new, refused
+
+
+class StatusState(BaseModel):
+    """The one field of ``<prefix>/status`` the dashboard reads (:class:`device.payloads.Status`
+    has the whole schema; other fields are ignored here)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: str | None = Field(None, max_length=64, description="what the unit is doing, e.g. running, paused")
+
+
+def reason(exc: BaseException) -> str:
+    """Why a message was refused, one short line: a pydantic error as ``field: message``."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"]) or "payload"
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        return clip(f"{where}: {first['msg']}{more}")
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    return clip((text.splitlines() or [""])[0])
 
 
 class Ingest:
@@ -196,22 +257,21 @@ class Ingest:
                 return
 
     def _handle(self, batch: list[Message]) -> None:
-        """Commit a batch, update the live state, acknowledge in arrival order, notify."""
-        windows: list[Window] = []
+        """Commit a batch, update the live state, acknowledge in arrival order, notify.
+
+        Raises:
+            sqlite3.Error, OSError: the store itself failed; nothing is acknowledged or counted.
+        """
+        parsed: list[tuple[Message, Window]] = []
+        invalid: list[tuple[Message, str]] = []
         for m in batch:
             if m.leaf == "engagement":
                 try:
-                    payload = Engagement.model_validate_json(m.payload)
-                    if not DEVICE_ID.fullmatch(payload.device_id):
-                        raise ValueError(f"device_id {payload.device_id[:80]!r} is not a RoomPulse device id")
-                    windows.append(Window.from_payload(payload))
-                except (ValidationError, ValueError) as exc:
-                    self.counters.invalid += 1
-                    log.warning("invalid engagement payload on %s/%s/engagement dropped: %s", self._root,
-                                m.device_id, str(exc).splitlines()[0])
-        new = self.store.add(windows) if windows else 0
-        self.counters.stored += new
-        self.counters.duplicates += len(windows) - new
+                    parsed.append((m, self._window(m)))
+                except MESSAGE_ERRORS as exc:
+                    invalid.append((m, reason(exc)))
+        windows, new, refused = commit(self.store, parsed)
+        invalid += refused
         changed: dict[str, Room] = {}
         for w in windows:
             room = self.fleet.window(w)
@@ -219,16 +279,48 @@ class Ingest:
                 changed[w.device_id] = room
         for m in batch:
             if m.leaf != "engagement" and DEVICE_ID.fullmatch(m.device_id):
-                room = self._state(m)
+                try:
+                    room = self._state(m)
+                except MESSAGE_ERRORS as exc:
+                    invalid.append((m, reason(exc)))
+                    continue
                 if room is not None:
                     changed[m.device_id] = room
+        self.counters.stored += new
+        self.counters.duplicates += len(windows) - new
+        self.counters.invalid += len(invalid)
+        for m, why in invalid:
+            text = m.payload.decode("utf-8", "replace")
+            log.warning("invalid message on %s dropped: %s; payload (%d bytes): %r",
+                        clip(f"{self._root}/{m.device_id}/{m.leaf}"), why, len(m.payload), clip(text))
         for m in batch:
             if m.qos and m.generation == self._generation:
                 self.client.ack(m.mid, m.qos)
         if changed or windows:
             self.on_change(list(changed.values()), {w.device_id for w in windows})
 
+    def _window(self, m: Message) -> Window:
+        """The window an engagement message carries.
+
+        Raises:
+            ValueError: (pydantic's ValidationError included) not a ``roompulse.engagement/1``
+                payload within its bounds, a device id that is not a RoomPulse one, or a
+                ``device_id`` other than the topic's device level (``<root>/<device_id>/engagement``).
+        """
+        payload = Engagement.model_validate_json(m.payload)
+        if not DEVICE_ID.fullmatch(payload.device_id):
+            raise ValueError(f"device_id {clip(payload.device_id, 80)!r} is not a RoomPulse device id")
+        if payload.device_id != m.device_id:
+            raise ValueError(f"device_id {payload.device_id!r} is not the device of the topic it came on")
+        return Window.from_payload(payload)
+
     def _state(self, m: Message) -> Room | None:
+        """Apply a retained state message (availability, paused, status); ``None`` when it
+        changes nothing (an unknown word).
+
+        Raises:
+            ValueError: a status that is not a JSON object with a string ``state``.
+        """
         text = m.payload.decode("utf-8", "replace").strip()
         if m.leaf == "availability" and text in ("online", "offline"):
             return self.fleet.availability(m.device_id, text)
@@ -237,8 +329,5 @@ class Ingest:
         if m.leaf == "status":
             if not text:  # a cleared retained status
                 return self.fleet.status(m.device_id, None)
-            try:
-                return self.fleet.status(m.device_id, str(json.loads(text).get("state")))
-            except (ValueError, AttributeError):
-                self.counters.invalid += 1
+            return self.fleet.status(m.device_id, StatusState.model_validate_json(m.payload).state)
         return None

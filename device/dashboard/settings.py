@@ -1,7 +1,9 @@
 """Settings of ``roompulse dashboard``: ``ROOMPULSE_DASHBOARD_*`` plus the service's broker settings.
 
-Two pydantic-settings classes read the same sources (the environment, then the env file;
-the environment wins):
+Two pydantic-settings classes read the same sources as the service's settings: the
+environment, then the env file read as systemd's ``EnvironmentFile=`` reads it
+(:func:`device.config.env_file_values`); the environment wins, and an empty value
+(``VARIABLE=``) means the default:
 
 - :class:`BrokerSettings`: the broker variables of the service (``ROOMPULSE_MQTT_HOST``,
   ``_PORT``, ``_USERNAME``, ``_PASSWORD``, ``_PASSWORD_FILE``, ``_TLS_CA``/``_CERT``/``_KEY``,
@@ -23,7 +25,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from device.config import DEFAULT_ENV_FILE, ENV_PREFIX, ConfigError, Settings
+from device.config import DEFAULT_ENV_FILE, ENV_PREFIX, ConfigError, Settings, env_file_values
+from device.envfile import read_env_file
 
 DASHBOARD_PREFIX = ENV_PREFIX + "DASHBOARD_"
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -40,7 +43,7 @@ def _service_field(name: str):
 
 class _BrokerBase(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", case_sensitive=False,
-                                      validate_default=True)
+                                      validate_default=True, env_ignore_empty=True)
 
     @model_validator(mode="after")
     def _service_checks(self):
@@ -104,7 +107,7 @@ class DashboardSettings(BaseSettings):
     """The dashboard's own settings; each field upper-cased and prefixed ``ROOMPULSE_DASHBOARD_``."""
 
     model_config = SettingsConfigDict(env_prefix=DASHBOARD_PREFIX, extra="ignore", case_sensitive=False,
-                                      validate_default=True)
+                                      validate_default=True, env_ignore_empty=True)
 
     listen: str = Field(DEFAULT_LISTEN, description="HOST:PORT the web server binds; a non-loopback address "
                                                     "needs ROOMPULSE_DASHBOARD_PASSWORD or _TOKEN")
@@ -165,6 +168,11 @@ def _describe(exc: ValidationError, model, prefix: str) -> list[str]:
     return out
 
 
+def _file_values(env_file: Path | None, model, prefix: str) -> dict[str, str]:
+    """The env file's values of ``model``'s fields, read as the service reads its env file."""
+    return env_file_values(env_file, {prefix + name.upper(): name for name in model.model_fields})
+
+
 def load(env_file: Path | None = None, listen: str | None = None) -> Config:
     """Read and check the dashboard's settings.
 
@@ -174,9 +182,9 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
         listen: ``--listen HOST:PORT``; wins over ``ROOMPULSE_DASHBOARD_LISTEN``.
 
     Raises:
-        ConfigError: every invalid variable named; or the env file does not exist; or the
-            server would listen on a network address with neither ``ROOMPULSE_DASHBOARD_PASSWORD``
-            nor ``ROOMPULSE_DASHBOARD_TOKEN`` set.
+        ConfigError: every invalid variable named; or the env file does not exist or cannot
+            be read; or the server would listen on a network address with neither
+            ``ROOMPULSE_DASHBOARD_PASSWORD`` nor ``ROOMPULSE_DASHBOARD_TOKEN`` set.
     """
     if env_file is None:
         env_file = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
@@ -185,12 +193,13 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
     problems: list[str] = []
     broker = dashboard = None
     try:
-        broker = BrokerSettings(_env_file=env_file)
+        broker = BrokerSettings(_env_file=None, **_file_values(env_file, BrokerSettings, ENV_PREFIX))
     except ValidationError as exc:
         problems += _describe(exc, BrokerSettings, ENV_PREFIX)
     try:
         overrides = {"listen": listen} if listen else {}
-        dashboard = DashboardSettings(_env_file=env_file, **overrides)
+        values = _file_values(env_file, DashboardSettings, DASHBOARD_PREFIX)
+        dashboard = DashboardSettings(_env_file=None, **{**values, **overrides})
     except ValidationError as exc:
         lines = _describe(exc, DashboardSettings, DASHBOARD_PREFIX)
         if listen:
@@ -208,10 +217,8 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
 
 def unknown_variables(env_file: Path | None = None) -> list[str]:
     """``ROOMPULSE_DASHBOARD_*`` names in the environment or env file that no dashboard setting reads."""
-    from dotenv import dotenv_values
-
     if env_file is None and DEFAULT_ENV_FILE.is_file():
         env_file = DEFAULT_ENV_FILE
     known = {DASHBOARD_PREFIX + name.upper() for name in DashboardSettings.model_fields}
-    names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
+    names = set(os.environ) | (set(read_env_file(env_file)) if env_file else set())
     return sorted(n for n in names if n.upper().startswith(DASHBOARD_PREFIX) and n.upper() not in known)

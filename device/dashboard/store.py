@@ -17,10 +17,9 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from device.payloads import Engagement
+from device.payloads import Engagement, parse_utc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows (
@@ -51,8 +50,12 @@ class StoreError(Exception):
 
 
 def unix_s(iso: str) -> float:
-    """``2026-11-29T10:00:00Z`` (UTC ISO-8601) as Unix time in seconds."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc).timestamp()
+    """``2026-11-29T10:00:00Z`` (UTC ISO-8601) as Unix time in seconds.
+
+    Raises:
+        ValueError: not a window time the payload model accepts (:func:`device.payloads.parse_utc`).
+    """
+    return parse_utc(iso).timestamp()
 
 
 @dataclass(frozen=True)
