@@ -25,10 +25,10 @@ FACES_MAX = 10_000  # faces in one frame: far above any classroom (a 4K frame ho
 FRAMES_MAX = 10_000_000  # frames in one window: 24 h at over 100 fps
 # Window times: UTC only ("Z" or "+00:00"), date and time to the second, optional fraction.
 UTC_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|\+00:00)", re.ASCII)
-# The range a unit's wall clock can give (even unset: the Unix epoch) and that converts to Unix
-# seconds anywhere; "9999-12-31T23:59:59-01:00" and the like overflow the conversion.
-EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)  # exclusive
+# No range on the year: a unit's clock may read anything (1969 just before an unset clock's
+# epoch, or far ahead), and the unit must never refuse its own window. In UTC, every 4-digit
+# year converts to Unix seconds; "9999-12-31T23:59:59-01:00", which overflowed, is refused by
+# the UTC-only format.
 
 
 def utc_iso(moment: datetime) -> str:
@@ -41,14 +41,11 @@ def parse_utc(value: str) -> datetime:
 
     Raises:
         ValueError: not a UTC ISO-8601 date and time (a date alone, another offset, no
-            offset), not a real date, or outside [:data:`EARLIEST`, :data:`LATEST`).
+            offset), or not a real date (month 13, year 0).
     """
     if not isinstance(value, str) or not UTC_ISO.fullmatch(value):
         raise ValueError("is not a UTC ISO-8601 date and time (YYYY-MM-DDTHH:MM:SSZ or ...+00:00)")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if not EARLIEST <= moment < LATEST:
-        raise ValueError(f"is outside {EARLIEST.year}-{LATEST.year - 1}")
-    return moment
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class Engagement(BaseModel):

@@ -206,8 +206,13 @@ class Service:
 
     def _emit(self, summary: WindowSummary) -> None:
         start, end = self._clock.to_wall(summary.start, summary.end)
-        self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end,
-                                                     self.publisher.sequence_id))
+        try:
+            self.publisher.submit(lambda seq: engagement(self.settings.device_id, seq, summary, start, end,
+                                                         self.publisher.sequence_id))
+        except ValueError as exc:  # a payload the contract refuses (a bug): lose this window, not the unit
+            log.error("window %s..%s is not published: its payload breaks the contract: %s", start, end,
+                      str(exc).splitlines()[0])
+            return
         self.windows += 1
         self._fps = summary.frames_analyzed / max(summary.end - summary.start, 1e-6)
         self.publisher.publish_status(self.status())

@@ -76,6 +76,29 @@ def test_wall_clock_jumps_plus_3_days_and_minus_5_s(analyzer, tmp_path):
     assert sum(1 for j in jumps if j > DAY) == 1
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("year", [1969, 2100])
+def test_a_clock_in_any_year_still_publishes_its_windows(analyzer, tmp_path, year):
+    """A unit whose wall clock reads 1969 (an unset clock just before the epoch) or 2100: the
+    payload model's year bounds (1970-2099) made the unit refuse its own window and exit 1,
+    every window, a restart loop. Any UTC year is a valid window time."""
+    cfg = Settings(_env_file=None, device_id="clock-room", source=str(CLASSROOM), source_loop=True, fps=4,
+                   window_s=1.0, min_group_size=3, state_dir=tmp_path / "state", ha_discovery=False)
+    wall, out, state = SteppedWall(), io.StringIO(), StateStore(tmp_path / "state")
+    wall.offset = datetime(year, 12, 31, 23, 59, 58).timestamp() - time.time()
+    service = Service(cfg, analyzer, Publisher(cfg, out=out), state, wall=wall)
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("code", service.run()), daemon=True)
+    thread.start()
+    time.sleep(3.0)
+    service.stop_event.set()
+    thread.join(20)
+    state.close()
+    windows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert box["code"] == 0 and len(windows) >= 2
+    assert {w["window_start"][:4] for w in windows} <= {str(year), str(year + 1)}
+
+
 def test_both_bounds_use_one_offset():
     now = {"wall": 1_000_000.0, "mono": 50.0}
     clock = WallClock(True, wall=lambda: now["wall"], mono=lambda: now["mono"])
