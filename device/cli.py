@@ -145,8 +145,7 @@ def cmd_run(settings: Settings) -> int:
         finally:
             state.close()
     finally:
-        if lock is not None:
-            lock.close()
+        lock.close()
 
 
 def cmd_check_config(settings: Settings, env_file: Path | None = None) -> int:

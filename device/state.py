@@ -18,7 +18,6 @@ the last ``sequence_id``, so a state file deleted or emptied between two runs is
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -279,40 +278,47 @@ class StateStore:
         """Nothing stays open between calls; kept for callers that close what they open."""
 
 
-def lock_state_dir(state_dir: Path):
-    """Make this process the one ``roompulse run`` using ``state_dir``: an exclusive, non-blocking
-    ``flock`` on ``<state_dir>/run.lock``, released when the returned file is closed or the
-    process ends (the kernel drops it even after SIGKILL). Two runs on one directory would
-    number their windows from the same ``seq`` and one unit's windows would never arrive.
+class RunLock:
+    """The lock :func:`lock_state_dir` holds: an open file descriptor of the state directory."""
 
-    Returns:
-        the open lock file (keep it open while running), or None when the disk is full
-        (running matters more; the outbox copes with a full disk).
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def close(self) -> None:
+        """Release the lock (also released by the kernel when the process ends, SIGKILL included)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def lock_state_dir(state_dir: Path) -> RunLock:
+    """Make this process the one ``roompulse run`` using ``state_dir``: an exclusive, non-blocking
+    ``flock`` on the directory itself (deleting a file in it cannot undo it), released when the
+    returned lock is closed or the process ends. Two runs on one directory would number their
+    windows from the same ``seq`` and one unit's windows would never arrive. The pid goes into
+    ``<state_dir>/run.lock`` for the message a second run gives (best effort: not on a full disk).
 
     Raises:
-        StateError: another process holds the lock (its pid named), or the file cannot be made.
+        StateError: another process holds the lock (its pid named), or the directory cannot be opened.
     """
-    path = Path(state_dir) / LOCK_NAME
     try:
-        handle = open(path, "a+", encoding="ascii")
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            log.warning("state disk full: cannot make %s, so a second run on this directory is not prevented", path)
-            return None
-        raise StateError(f"cannot make the lock file {path}: {exc.strerror}") from None
+        raise StateError(f"cannot open the state directory {state_dir}: {exc.strerror}") from None
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
+        os.close(fd)
+        try:
+            holder = (Path(state_dir) / LOCK_NAME).read_text(encoding="ascii").strip() or "unknown"
+        except (OSError, UnicodeDecodeError):
+            holder = "unknown"
         raise StateError(f"state directory {state_dir} is in use by another roompulse run (pid {holder}); two runs "
                          "on one directory would reuse seq numbers: stop the other (sudo systemctl stop roompulse) "
                          "or give this run its own ROOMPULSE_STATE_DIR") from None
     try:
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-    except OSError:
-        pass  # the lock holds without the pid in it
-    return handle
+        (Path(state_dir) / LOCK_NAME).write_text(f"{os.getpid()}\n", encoding="ascii")
+    except OSError as exc:
+        log.warning("cannot write the pid to %s (%s); the lock holds without it", Path(state_dir) / LOCK_NAME,
+                    exc.strerror)
+    return RunLock(fd)

@@ -318,3 +318,33 @@ def test_a_second_run_on_the_same_state_directory_is_refused(tmp_path):
     assert f"in use by another roompulse run (pid {first.proc.pid})" in second.stderr
     seqs = recorder.seqs("roompulse/test-room/engagement")
     assert sorted(set(seqs)) == list(range(max(seqs) + 1))  # one numbering, no gap, no reuse
+
+
+@pytest.mark.timeout(120)
+def test_the_run_lock_holds_without_its_file_and_on_a_full_disk(tmp_path):
+    """The lock is on the state directory itself: deleting run.lock (a tmp cleaner, a person)
+    let a second run in; and on a full disk a fresh state directory made the run exit 1 at its
+    very end (the unwritten pid flushed again on close)."""
+    broker = Broker(tmp_path).start()
+    first = ServiceProcess(fast_env(broker.port, tmp_path / "state"), "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        first.wait_until(lambda: len(first.lines) >= 3, 60, "three windows")
+        (tmp_path / "state" / "run.lock").unlink()
+        second = roompulse("run", "--source", str(CLASSROOM),
+                           env=fast_env(broker.port, tmp_path / "state", ROOMPULSE_SOURCE_LOOP="false"))
+    finally:
+        assert first.stop() == 0
+        broker.stop()
+    assert second.returncode == 1 and "is in use by another roompulse run" in second.stderr
+
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "256k")
+    try:
+        (disk / "state").mkdir()
+        fill(disk / "filler")
+        full = roompulse("run", "--source", str(CLASSROOM), env=clean_env(
+            ROOMPULSE_STATE_DIR=str(disk / "state"), ROOMPULSE_WINDOW_S="1", ROOMPULSE_MIN_GROUP_SIZE="3"))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    print(f"\nFIGURE run on a full disk, fresh state dir: exit {full.returncode}")
+    assert full.returncode == 0 and "Traceback" not in full.stderr and len(full.stdout.splitlines()) == 3
