@@ -183,6 +183,7 @@ class Publisher:
         self._accepted: bool | None = None
         self._failure: str | None = None
         self._short_sessions = 0
+        self._reachable = False  # the last session ended because the broker refused a window
         self._offline_mid: int | None = None
         self._offline_acked = False
         self._next_maintain = 0.0
@@ -380,6 +381,8 @@ class Publisher:
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self._done():
+            if self._closing.is_set() and self._reachable:
+                return
             self._maintain()
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
@@ -399,6 +402,7 @@ class Publisher:
         delay = 1.0
         while not self._done():
             client, failure = None, None
+            self._reachable = False
             try:
                 client = self._new_client()
                 client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True, properties=connect_properties())
@@ -411,6 +415,7 @@ class Publisher:
                 if self._session(client) and self._refused:
                     failure = self._refused
                     self._failed(failure, at_once=True)
+                    self._reachable = True  # the broker answers: a close reconnects at once to say offline
                 elif self._accepted:
                     lasted = time.monotonic() - began
                     self._note_session(lasted)
@@ -506,7 +511,9 @@ class Publisher:
             rc = client.loop(timeout=LOOP_S)
             if rc != mqtt.MQTT_ERR_SUCCESS or self._accepted is False:
                 break
-            if self._refused:  # end the session cleanly (no Last Will); reconnect with backoff, send again
+            if self._refused and not self._closing.is_set():
+                # End the session cleanly (no Last Will); reconnect with backoff, send again. While
+                # closing, the session goes on instead, to publish the final status and offline.
                 client.disconnect()
                 client.loop(timeout=LOOP_S)
                 break

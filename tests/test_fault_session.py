@@ -196,3 +196,35 @@ def test_a_huge_message_on_a_subscribed_topic_never_reaches_the_unit(tmp_path):
         broker.stop()
     print(f"\nFIGURE 40 MB message on paused/set: unit peak RSS {before:.1f} -> {after:.1f} MB")
     assert rc == 0 and after - before < 20
+
+
+@pytest.mark.timeout(120)
+def test_a_unit_that_exits_while_its_windows_are_refused_still_says_offline(tmp_path):
+    """With windows refused (ACL) each session ended cleanly (no Last Will) and the unit exited
+    inside a reconnect backoff, leaving the retained availability 'online' and the status stale.
+    While closing, it now reconnects at once and the session goes on to publish the final
+    status and 'offline'."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite #\ntopic deny roompulse/test-room/engagement\n")
+    broker = Broker(tmp_path, extra_conf=f"acl_file {acl}\n").start()
+    # The file read once, then its 30 s wait for acknowledgements, reconnecting with the default
+    # backoff (1, 2, 4, 8, 16 s ...): the wait ended inside a backoff, so nothing said offline.
+    service = ServiceProcess(fast_env(broker.port, tmp_path / "state", ROOMPULSE_MQTT_RECONNECT_MAX_S="60",
+                                      ROOMPULSE_SOURCE_LOOP="false", ROOMPULSE_WINDOW_S="1"),
+                             "--source", str(CLASSROOM), cwd=ROOT)
+    try:
+        service.wait_until(lambda: "state: finished" in service.stderr, 60, "the end of the file")
+        began = time.monotonic()
+        assert service.proc.wait(60) == 0
+        took = time.monotonic() - began
+        recorder = Recorder(broker.port, "roompulse/test-room/#")
+        retained = {t: recorder.wait_for(t, lambda p: p, 10)[-1] for t in
+                    ("roompulse/test-room/availability", "roompulse/test-room/status")}
+        recorder.close()
+    finally:
+        service.stop()
+        broker.stop()
+    print(f"\nFIGURE stopped while refused: exit after {took:.1f} s, availability {retained['roompulse/test-room/availability']}")
+    assert retained["roompulse/test-room/availability"] == "offline"
+    assert json.loads(retained["roompulse/test-room/status"])["state"] == "finished"  # the file was read to its end
+    assert took < 40 and "not acknowledged" in service.stderr
