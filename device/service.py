@@ -330,7 +330,14 @@ class Service:
                     break
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)
-                self._watch_trouble(capture.trouble(now))
+                trouble = capture.trouble(now)
+                if trouble is None and not self.notifier.ready_sent:
+                    trouble = capture.early_trouble()
+                self._watch_trouble(trouble)
+                if trouble is not None:
+                    # Up and retrying a failing source (a camera that boots later than the Pi):
+                    # READY=1 now, not after ROOMPULSE_STALL_S, which may exceed TimeoutStartSec.
+                    self._ready(self._state)
                 if frame is not None:
                     if live or self._file_position is None or frame.timestamp > self._file_position:
                         self._analyse(frame, aggregator)

@@ -177,6 +177,7 @@ class Capture:
         self.handoff = Handoff(drop=supervised)
         self.opens = 0
         self.stalls = 0
+        self.pictures = 0  # new (not repeated) pictures offered, all sources together
         self.repeats = 0  # repeated pictures dropped, all sources together
         self.crashed: BaseException | None = None
         self.broke: SourceError | None = None  # an unsupervised file that failed after its first frame
@@ -229,6 +230,7 @@ class Capture:
             self._last_print = digest
             self.last_fresh = self.mono()
             self._attempt = 0
+        self.pictures += 1
         self.handoff.put(frame, worker.stop)
 
     # -- the run loop's side -------------------------------------------------------------
@@ -308,6 +310,14 @@ class Capture:
         if not self.supervised or now - self.last_fresh <= self.stall_s:
             return None
         return Trouble(self.stall_reason or "no new picture", self.last_fresh)
+
+    def early_trouble(self) -> Trouble | None:
+        """Before the first picture: why the source failed (an open or a read), once it has;
+        else None. :meth:`trouble` waits ``stall_s``; a source that fails at start-up is worth
+        saying at once (the service is then up: READY=1, the trouble on STATUS=)."""
+        if not self.supervised or self.pictures or not self.stalls:
+            return None
+        return Trouble(self.stall_reason or "no picture yet", self.last_fresh)
 
     def _schedule(self, now: float, reason: str) -> None:
         delay = min(self.backoff_base_s * 2 ** self._attempt, self.backoff_max_s)

@@ -6,8 +6,8 @@ sd_watchdog_enabled). Messages are newline-separated ``KEY=value`` datagrams on 
 AF_UNIX SOCK_DGRAM socket; a path starting with ``@`` is in the abstract namespace.
 Outside systemd (no ``NOTIFY_SOCKET``) every call does nothing.
 
-The service sends ``READY=1`` after its first successful inference (or, when the source gives
-no picture for ``ROOMPULSE_STALL_S``, with ``STATUS=camera_stalled``) and ``WATCHDOG=1`` only
+The service sends ``READY=1`` after its first successful inference, or as soon as the source
+is seen failing (its trouble on ``STATUS=``), and ``WATCHDOG=1`` only
 from its run loop and only while the capture is healthy, so a hung inference (the loop
 stops) or a hung camera call (the capture turns unhealthy) stops the pings and systemd
 kills and restarts the process after ``WatchdogSec``.

@@ -225,10 +225,12 @@ def test_started_paused_is_ready_and_keeps_pinging(analyzer, notify, tmp_path):
 @pytest.mark.timeout(60)
 def test_camera_missing_at_boot_is_ready_stalled_and_keeps_pinging(notify, tmp_path):
     """A camera that is not there yet (it boots later than the Pi): the service is up and
-    retrying, so READY=1 comes with STATUS=camera_stalled after ROOMPULSE_STALL_S, and the
-    pings go on; waiting for a first inference would let TimeoutStartSec restart it forever."""
-    ready = run_until_ready(notify, "/dev/video97", ROOMPULSE_STALL_S="1", ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+    retrying, so READY=1 comes as soon as the source is seen failing, with the trouble on its
+    STATUS= line, and the pings go on. Waiting for a first inference, or for ROOMPULSE_STALL_S
+    (here 60 s; it may be up to 3600), would let TimeoutStartSec=120s restart it forever."""
+    began = time.monotonic()
+    ready = run_until_ready(notify, "/dev/video97", ROOMPULSE_STALL_S="60", ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
     said = [m for t, m in notify.messages if t <= ready + 0.01 and m.startswith("STATUS=")]
-    print(f"\nFIGURE camera missing at boot: READY=1 with {said[-1]!r}")
-    assert said and said[-1].startswith("STATUS=camera_stalled")
+    print(f"\nFIGURE camera missing at boot: READY=1 {ready - began:.1f} s after start with {said[-1]!r}")
+    assert said and "camera failing since" in said[-1] and "no such camera device" in said[-1]
     assert len([t for t in notify.times("WATCHDOG=1") if ready <= t <= ready + 1.0]) >= 2
