@@ -16,6 +16,7 @@ import re
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -143,6 +144,9 @@ def tls_problem(ca: Path | None, cert: Path | None, key: Path | None) -> str | N
                 "type: store the key unencrypted (openssl pkey -in KEY -out KEY.plain), readable only by the "
                 "service user")
     except ssl.SSLError as exc:
+        if key is None:
+            return (f"ROOMPULSE_MQTT_TLS_CERT: {cert} holds no key that goes with its certificate: set "
+                    f"ROOMPULSE_MQTT_TLS_KEY to the key file ({exc})")
         if "KEY_VALUES_MISMATCH" in str(exc):
             return f"ROOMPULSE_MQTT_TLS_KEY: {key} is not the key of the certificate in ROOMPULSE_MQTT_TLS_CERT ({cert})"
         return f"ROOMPULSE_MQTT_TLS_CERT / ROOMPULSE_MQTT_TLS_KEY: {cert} / {key} cannot be loaded ({exc})"
@@ -230,9 +234,14 @@ class Settings(BaseSettings):
     def _host(cls, value: str) -> str:
         value = value.strip()
         if "://" in value:
-            raise ValueError(f"{value!r} is a URL; give the broker's host name or address only (e.g. "
-                             f"{value.split('://', 1)[1].split('/')[0].rsplit(':', 1)[0]!r}), the port in "
-                             "ROOMPULSE_MQTT_PORT and TLS with ROOMPULSE_MQTT_TLS_CA")
+            host = urlsplit(value).hostname or "the host"
+            raise ValueError(f"{redact_url(value)!r} is a URL; give the broker's host name or address only (e.g. "
+                             f"{host!r}), the port in ROOMPULSE_MQTT_PORT and TLS with ROOMPULSE_MQTT_TLS_CA")
+        bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.%\w]+)\](?::([0-9]+))?", value)
+        if bracketed:
+            port = f" and ROOMPULSE_MQTT_PORT={bracketed[2]}" if bracketed[2] else ""
+            raise ValueError(f"{value!r}: write an IPv6 address without brackets: "
+                             f"ROOMPULSE_MQTT_HOST={bracketed[1]}{port}")
         if re.fullmatch(r"[^:\s]+:[0-9]+", value):
             host, port = value.rsplit(":", 1)
             raise ValueError(f"{value!r} has a port in it: set ROOMPULSE_MQTT_HOST={host} and ROOMPULSE_MQTT_PORT={port}")
@@ -273,7 +282,7 @@ class Settings(BaseSettings):
     def _topics(self):
         from device.discovery import discovery_topic
 
-        if not self.prefix:
+        if not self.prefix.strip(" /"):
             raise ValueError(f"ROOMPULSE_TOPIC_PREFIX {self.topic_prefix!r} names no topic level: the unit would publish "
                              "on /engagement with no device in the topic; use e.g. roompulse/room-101, or leave it "
                              "empty for roompulse/<device_id>")
@@ -313,9 +322,15 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
-        if (self.mqtt_password is not None or self.mqtt_password_file) and not self.mqtt_username:
-            raise ValueError("ROOMPULSE_MQTT_PASSWORD (or _PASSWORD_FILE) is set but ROOMPULSE_MQTT_USERNAME is empty: "
-                             "the password would never be sent; set the user name too")
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        credential = bool(credentials) and (Path(credentials) / CREDENTIAL_NAME).is_file()
+        if (self.mqtt_password is not None or self.mqtt_password_file or credential) and not self.mqtt_username:
+            raise ValueError("ROOMPULSE_MQTT_PASSWORD (or _PASSWORD_FILE, or the systemd credential "
+                             f"{CREDENTIAL_NAME}) is set but ROOMPULSE_MQTT_USERNAME is empty: the password would "
+                             "never be sent; set the user name too")
+        if self.mqtt_tls_cert and not self.mqtt_tls_ca:
+            raise ValueError("ROOMPULSE_MQTT_TLS_CERT is set without ROOMPULSE_MQTT_TLS_CA: TLS is off, so the client "
+                             "certificate would not be used; set the broker's CA file too")
         if self.mqtt_tls_key and not self.mqtt_tls_cert:
             raise ValueError("ROOMPULSE_MQTT_TLS_KEY is set without ROOMPULSE_MQTT_TLS_CERT")
         problem = tls_problem(self.mqtt_tls_ca, self.mqtt_tls_cert, self.mqtt_tls_key)

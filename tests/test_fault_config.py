@@ -31,12 +31,16 @@ def test_unusable_topic_prefix_exits_78_naming_the_variable(name, value, why):
     ({"ROOMPULSE_MQTT_HOST": "broker.lan:18831"}, "set ROOMPULSE_MQTT_HOST=broker.lan and ROOMPULSE_MQTT_PORT=18831"),
     ({"ROOMPULSE_MQTT_HOST": "broker lan"}, "has spaces in it"),
     ({"ROOMPULSE_MQTT_HOST": "broker.lan", "ROOMPULSE_MQTT_PASSWORD": "pw-123456"}, "ROOMPULSE_MQTT_USERNAME is empty"),
+    ({"ROOMPULSE_MQTT_HOST": "[::1]:1883"}, "without brackets: ROOMPULSE_MQTT_HOST=::1 and ROOMPULSE_MQTT_PORT=1883"),
+    ({"ROOMPULSE_MQTT_HOST": "mqtts://unit:Secr3t-pw@broker.lan:8883/"}, "mqtts://unit:***@broker.lan:8883/' is a URL"),
+    ({"ROOMPULSE_TOPIC_PREFIX": " /"}, "names no topic level"),
 ])
 def test_broker_settings_that_cannot_work_exit_78(settings, why):
     """These passed check-config and then failed at every connection (a URL or host:port taken
     as a host name, blamed on DNS) or silently (a password with no user name is never sent)."""
     result = roompulse("check-config", env=clean_env(**settings))
     assert result.returncode == 78 and why in result.stderr, result.stderr
+    assert "Secr3t" not in result.stderr + result.stdout
     for fine in ("::1", "fe80::1", "broker.school.lan", "10.0.0.5"):
         assert roompulse("check-config", env=clean_env(ROOMPULSE_MQTT_HOST=fine)).returncode == 0, fine
 
@@ -155,3 +159,11 @@ def test_a_value_that_is_not_utf8_is_reported_as_systemd_treats_it(tmp_path):
     assert result.returncode == 0 and "ROOMPULSE_DEVICE_ID=room-1" in result.stdout
     assert (f"{env_file} line 2: the value of ROOMPULSE_MQTT_USERNAME is not valid UTF-8: ignored here, and "
             "systemd's EnvironmentFile= refuses the whole file") in result.stderr
+
+
+def test_a_credential_password_without_a_user_name_exits_78(tmp_path):
+    """The systemd credential (LoadCredential=mqtt_password:...) with no user name: never sent."""
+    (tmp_path / "mqtt_password").write_text("pw-123456\n")
+    result = roompulse("check-config", env=clean_env(CREDENTIALS_DIRECTORY=str(tmp_path)))
+    assert result.returncode == 78 and "the systemd credential mqtt_password) is set but ROOMPULSE_MQTT_USERNAME" \
+        in result.stderr

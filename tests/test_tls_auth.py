@@ -150,3 +150,15 @@ def test_tls_files_that_cannot_work_stop_start_up_with_78_naming_the_variable(tm
     good = clean_env(ROOMPULSE_MQTT_HOST="localhost", ROOMPULSE_MQTT_TLS_CA=str(ca_crt), ROOMPULSE_MQTT_TLS_CERT=str(crt),
                      ROOMPULSE_MQTT_TLS_KEY=str(key))
     assert roompulse("check-config", env=good).returncode == 0
+
+
+def test_a_client_certificate_without_tls_or_without_its_key_exits_78(tmp_path):
+    """A client certificate with no CA (TLS off: it was silently unused), and one whose file holds
+    no key with no ROOMPULSE_MQTT_TLS_KEY (the message said 'None')."""
+    ca_key, ca_crt = make_ca(tmp_path, "ca")
+    key, crt = make_server_cert(tmp_path, ca_key, ca_crt)
+    no_ca = roompulse("check-config", env=clean_env(ROOMPULSE_MQTT_TLS_CERT=str(crt), ROOMPULSE_MQTT_TLS_KEY=str(key)))
+    assert no_ca.returncode == 78 and "ROOMPULSE_MQTT_TLS_CERT is set without ROOMPULSE_MQTT_TLS_CA" in no_ca.stderr
+    no_key = roompulse("check-config", env=clean_env(ROOMPULSE_MQTT_TLS_CA=str(ca_crt), ROOMPULSE_MQTT_TLS_CERT=str(crt)))
+    assert no_key.returncode == 78 and f"{crt} holds no key that goes with its certificate" in no_key.stderr
+    assert "None" not in no_key.stderr
