@@ -134,6 +134,10 @@ def cmd_run(settings: Settings) -> int:
     from device.state import StateStore, lock_state_dir
 
     preflight(settings.source)
+    if settings.topic_prefix and settings.prefix.rsplit("/", 1)[-1] != settings.device_id:
+        log.warning("ROOMPULSE_TOPIC_PREFIX=%s does not end with the device id %s: roompulse dashboard takes a "
+                    "unit's windows only from <root>/<device_id>/engagement, so it will refuse these",
+                    settings.prefix, settings.device_id)
     state = StateStore(settings.state_dir)
     lock = lock_state_dir(settings.state_dir)
     try:

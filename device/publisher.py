@@ -313,15 +313,16 @@ class Publisher:
         Returns:
             How many windows are still in the outbox.
         """
+        began = time.monotonic()
         if self._thread is not None:
-            self._deadline = time.monotonic() + timeout
+            self._deadline = began + timeout
             self._closing.set()
             self._thread.join(timeout + CONNACK_TIMEOUT_S + 5)
         left = self.depth
         self.outbox.close()
-        if left:
+        if left:  # the time it really waited: a stop signal may have cut the wait (hurry)
             log.warning("%d window(s) not acknowledged by the broker within %.0f s: kept in the outbox "
-                        "for the next start", left, timeout)
+                        "for the next start", left, time.monotonic() - began)
         return left
 
     def hurry(self, seconds: float) -> None:
