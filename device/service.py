@@ -233,9 +233,6 @@ class Service:
         # publish a window that mixes them with whatever comes after the re-open.
         aggregator.reset()
         self._set_state("camera_stalled")
-        # Up and supervising a source that gives nothing (a camera that boots later than the
-        # Pi): READY=1 now, or TimeoutStartSec would kill and restart the unit over and over.
-        self._ready("camera_stalled")
 
     def run(self) -> int:
         """Analyse the source until it ends or a stop is requested. Returns the exit code.
@@ -331,8 +328,6 @@ class Service:
                 if stalled and self._state != "camera_stalled":
                     self._stalled(aggregator)
                 trouble = capture.trouble(now)
-                if trouble is None and not self.notifier.ready_sent:
-                    trouble = capture.early_trouble()
                 self._watch_trouble(trouble)
                 if trouble is not None:
                     # Up and retrying a failing source (a camera that boots later than the Pi):

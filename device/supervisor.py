@@ -305,19 +305,15 @@ class Capture:
         return now - self.last_fresh > self.stall_s
 
     def trouble(self, now: float) -> Trouble | None:
-        """While the camera counts as stalled at ``now`` (monotonic s): why (the latest reason,
-        e.g. the re-open's error) and since its last new picture; else None."""
-        if not self.supervised or now - self.last_fresh <= self.stall_s:
+        """Why the camera is failing at ``now`` (monotonic s): the latest reason (e.g. the
+        re-open's error) and since its last new picture, while it counts as stalled, or from
+        its first failure on when it has given no picture yet (a source failing at start-up is
+        said at once: the service is then up, READY=1 with it on STATUS=); else None."""
+        if not self.supervised:
+            return None
+        if now - self.last_fresh <= self.stall_s and not (self.stalls and not self.pictures):
             return None
         return Trouble(self.stall_reason or "no new picture", self.last_fresh)
-
-    def early_trouble(self) -> Trouble | None:
-        """Before the first picture: why the source failed (an open or a read), once it has;
-        else None. :meth:`trouble` waits ``stall_s``; a source that fails at start-up is worth
-        saying at once (the service is then up: READY=1, the trouble on STATUS=)."""
-        if not self.supervised or self.pictures or not self.stalls:
-            return None
-        return Trouble(self.stall_reason or "no picture yet", self.last_fresh)
 
     def _schedule(self, now: float, reason: str) -> None:
         delay = min(self.backoff_base_s * 2 ** self._attempt, self.backoff_max_s)

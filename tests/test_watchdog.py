@@ -93,9 +93,9 @@ def make_service(tmp_path, analyzer, notify, capture_factory=None):
     return service, thread, state
 
 
-def run_until_ready(notify: NotifySocket, source: str, **settings: str) -> float:
+def run_until_ready(notify: NotifySocket, source: str, **settings: str) -> tuple[float, str]:
     """``roompulse run --source source`` under ``notify``: wait for READY=1, run 1 s more, SIGTERM,
-    exit code 0. Returns when READY=1 came (monotonic)."""
+    exit code 0. Returns when READY=1 came (monotonic) and the run's stderr."""
     env = clean_env(NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC), **settings)
     proc = subprocess.Popen([sys.executable, "-m", "device", "run", "--source", source], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -103,16 +103,17 @@ def run_until_ready(notify: NotifySocket, source: str, **settings: str) -> float
         ready = notify.wait_for("READY=1", 30)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        stderr = proc.communicate(timeout=30)[1]
+        assert proc.returncode == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    return ready
+    return ready, stderr
 
 
 @pytest.mark.timeout(60)
 def test_cli_sends_ready_pings_and_stopping(notify, tmp_path):
-    ready = run_until_ready(notify, str(CLASSROOM), ROOMPULSE_SOURCE_LOOP="true", ROOMPULSE_FPS="4",
+    ready, _ = run_until_ready(notify, str(CLASSROOM), ROOMPULSE_SOURCE_LOOP="true", ROOMPULSE_FPS="4",
                             ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
     pings = notify.times("WATCHDOG=1")
     healthy = [t for t in pings if ready <= t <= ready + 1.0]
@@ -229,8 +230,12 @@ def test_camera_missing_at_boot_is_ready_stalled_and_keeps_pinging(notify, tmp_p
     STATUS= line, and the pings go on. Waiting for a first inference, or for ROOMPULSE_STALL_S
     (here 60 s; it may be up to 3600), would let TimeoutStartSec=120s restart it forever."""
     began = time.monotonic()
-    ready = run_until_ready(notify, "/dev/video97", ROOMPULSE_STALL_S="60", ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
+    ready, stderr = run_until_ready(notify, "/dev/video97", ROOMPULSE_STALL_S="60",
+                                    ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
     said = [m for t, m in notify.messages if t <= ready + 0.01 and m.startswith("STATUS=")]
     print(f"\nFIGURE camera missing at boot: READY=1 {ready - began:.1f} s after start with {said[-1]!r}")
     assert said and "camera failing since" in said[-1] and "no such camera device" in said[-1]
+    # and it stays said: no "OK again" while no picture ever came
+    assert all("camera failing since" in m for t, m in notify.messages if t >= ready and m.startswith("STATUS="))
+    assert "camera OK again" not in stderr
     assert len([t for t in notify.times("WATCHDOG=1") if ready <= t <= ready + 1.0]) >= 2
