@@ -15,11 +15,11 @@ from pathlib import Path
 
 from device import __version__
 from device.config import (
-    DEFAULT_ENV_FILE,
     EX_CONFIG,
     SMALL_GROUP_FLOOR,
     ConfigError,
     Settings,
+    env_file_in_force,
     load_settings,
     unknown_variables,
 )
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"roompulse: {exc}", file=sys.stderr)
         return EX_CONFIG
     configure_logging(settings.log_level)
-    env_file = args.env_file or (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    env_file = env_file_in_force(args.env_file)
     if env_file:
         for problem in env_file_problems(env_file):
             log.warning("%s", problem)

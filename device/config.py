@@ -113,6 +113,14 @@ def default_device_id(machine_id: Path = MACHINE_ID) -> str:
     return f"{host}-{hashlib.sha256(b'roompulse:' + ident.encode()).hexdigest()[:6]}"
 
 
+def credential_file() -> Path | None:
+    """The systemd credential ``$CREDENTIALS_DIRECTORY/mqtt_password`` (``LoadCredential=``) when
+    the service was given one, else None."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(directory) / CREDENTIAL_NAME if directory else None
+    return path if path is not None and path.is_file() else None
+
+
 class _Encrypted(Exception):
     """The TLS key asked for a passphrase."""
 
@@ -322,9 +330,7 @@ class Settings(BaseSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: {path} is not a readable file")
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        credential = bool(credentials) and (Path(credentials) / CREDENTIAL_NAME).is_file()
-        if (self.mqtt_password is not None or self.mqtt_password_file or credential) and not self.mqtt_username:
+        if (self.mqtt_password is not None or self.mqtt_password_file or credential_file()) and not self.mqtt_username:
             raise ValueError("ROOMPULSE_MQTT_PASSWORD (or _PASSWORD_FILE, or the systemd credential "
                              f"{CREDENTIAL_NAME}) is set but ROOMPULSE_MQTT_USERNAME is empty: the password would "
                              "never be sent; set the user name too")
@@ -353,10 +359,7 @@ class Settings(BaseSettings):
         """
         if self.mqtt_password is not None:
             return self.mqtt_password.get_secret_value()
-        path = self.mqtt_password_file
-        if path is None and os.environ.get("CREDENTIALS_DIRECTORY"):
-            candidate = Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-            path = candidate if candidate.is_file() else None
+        path = self.mqtt_password_file or credential_file()
         if path is None:
             return None
         try:
@@ -414,6 +417,14 @@ def unknown_variables(env_file: Path | None = None) -> list[str]:
     return out
 
 
+def env_file_in_force(env_file: Path | None) -> Path | None:
+    """The env file that is read: ``env_file`` when given, else :data:`DEFAULT_ENV_FILE` when it
+    exists, else None (settings from the environment and defaults only)."""
+    if env_file is not None:
+        return env_file
+    return DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
+
+
 def env_file_values(env_file: Path | None, fields: dict[str, str]) -> dict[str, str]:
     """``{field name: value}`` of the settings ``env_file`` gives, to pass to a settings class.
 
@@ -451,10 +462,9 @@ def load_settings(env_file: Path | None = None, **overrides) -> Settings:
         ConfigError: naming every invalid variable and what it accepts; or the env file
             given does not exist.
     """
-    if env_file is None:
-        env_file = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
-    elif not Path(env_file).is_file():
+    if env_file is not None and not Path(env_file).is_file():
         raise ConfigError(f"env file {env_file} does not exist")
+    env_file = env_file_in_force(env_file)
     values = env_file_values(env_file, {ENV_PREFIX + name.upper(): name for name in Settings.model_fields})
     try:
         return Settings(_env_file=None, **{**values, **overrides})

@@ -410,9 +410,9 @@ def run_doctor(env_file: Path | None, out: TextIO, overrides: dict | None = None
     Returns:
         0 when nothing FAILs, 1 when something does, 78 when the configuration is invalid.
     """
-    from device.config import load_settings, unknown_variables
+    from device.config import env_file_in_force, load_settings, unknown_variables
 
-    used = env_file if env_file is not None else (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    used = env_file_in_force(env_file)
     checks: list[Check] = []
 
     def emit(new: list[Check] | Check) -> None:

@@ -29,12 +29,12 @@ def run(env_file: Path | None = None, listen: str | None = None) -> int:
         device.dashboard.store.StoreError: the history file cannot be opened (exit 1).
         RuntimeError: the dashboard's packages are not installed (``pip install roompulse[dashboard]``).
     """
-    from device.config import DEFAULT_ENV_FILE
+    from device.config import env_file_in_force
     from device.dashboard.settings import load, unknown_variables
     from device.envfile import problems
 
     config = load(env_file, listen)
-    env_file = env_file or (DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None)
+    env_file = env_file_in_force(env_file)
     if env_file:
         for problem in problems(env_file):  # lines systemd ignores, reported as the service reports them
             log.warning("%s", problem)

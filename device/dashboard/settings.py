@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from device.config import DEFAULT_ENV_FILE, ENV_PREFIX, ConfigError, Settings, env_file_values
+from device.config import ENV_PREFIX, ConfigError, Settings, env_file_in_force, env_file_values
 from device.envfile import read_env_file
 
 DASHBOARD_PREFIX = ENV_PREFIX + "DASHBOARD_"
@@ -186,10 +186,9 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
             be read; or the server would listen on a network address with neither
             ``ROOMPULSE_DASHBOARD_PASSWORD`` nor ``ROOMPULSE_DASHBOARD_TOKEN`` set.
     """
-    if env_file is None:
-        env_file = DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
-    elif not Path(env_file).is_file():
+    if env_file is not None and not Path(env_file).is_file():
         raise ConfigError(f"env file {env_file} does not exist")
+    env_file = env_file_in_force(env_file)
     problems: list[str] = []
     broker = dashboard = None
     try:
@@ -217,8 +216,7 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
 
 def unknown_variables(env_file: Path | None = None) -> list[str]:
     """``ROOMPULSE_DASHBOARD_*`` names in the environment or env file that no dashboard setting reads."""
-    if env_file is None and DEFAULT_ENV_FILE.is_file():
-        env_file = DEFAULT_ENV_FILE
+    env_file = env_file_in_force(env_file)
     known = {DASHBOARD_PREFIX + name.upper() for name in DashboardSettings.model_fields}
     names = set(os.environ) | (set(read_env_file(env_file)) if env_file else set())
     return sorted(n for n in names if n.upper().startswith(DASHBOARD_PREFIX) and n.upper() not in known)
