@@ -183,7 +183,7 @@ class Publisher:
         self._accepted: bool | None = None
         self._failure: str | None = None
         self._short_sessions = 0
-        self._reachable = False  # the last session ended because the broker refused a window
+        self._refused: str | None = None  # why the broker refused a window, in the current connection attempt
         self._offline_mid: int | None = None
         self._offline_acked = False
         self._next_maintain = 0.0
@@ -382,8 +382,8 @@ class Publisher:
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not self._done():
-            if self._closing.is_set() and self._reachable:
-                return
+            if self._closing.is_set() and self._refused:
+                return  # the broker answers (it refused a window): reconnect at once to say offline
             self._maintain()
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
@@ -402,8 +402,7 @@ class Publisher:
         s = self.settings
         delay = 1.0
         while not self._done():
-            client, failure = None, None
-            self._reachable = False
+            client, failure, self._refused = None, None, None
             try:
                 client = self._new_client()
                 client.connect(s.mqtt_host, s.port, keepalive=30, clean_start=True, properties=connect_properties())
@@ -416,7 +415,6 @@ class Publisher:
                 if self._session(client) and self._refused:
                     failure = self._refused
                     self._failed(failure, at_once=True)
-                    self._reachable = True  # the broker answers: a close reconnects at once to say offline
                 elif self._accepted:
                     lasted = time.monotonic() - began
                     self._note_session(lasted)
@@ -504,7 +502,6 @@ class Publisher:
     def _session(self, client: mqtt.Client) -> bool:
         """Run one connection until it drops or the close is done; True when the broker accepted it."""
         self._inflight, self._handed, self._accepted, self._failure = {}, -1, None, None
-        self._refused: str | None = None
         self._offline_mid, self._offline_acked = None, False
         connack_by = time.monotonic() + CONNACK_TIMEOUT_S
         offline_by = 0.0
