@@ -80,7 +80,8 @@ def test_poison_messages_are_counted_and_acknowledged_and_never_block_other_room
         assert "could not store" not in log
         warnings = [line for line in dash.errors if "invalid message on roompulse/room-7/" in line]
         assert len(warnings) == 3  # device.logs.RateLimit: 3 lines like it per 60 s
-        assert "status dropped: payload: Invalid JSON: recursion limit exceeded" in warnings[0]
+        # the broker may hand over the queued status after some windows (CI saw it), so which three
+        # lines pass the rate limit is not fixed; the first window poison is always among them
         assert any("engagement dropped: faces_present: Input should be less than or equal to 10000" in line
                    for line in warnings)
         assert all(len(line) < 1000 for line in dash.errors)
@@ -95,6 +96,9 @@ def test_poison_messages_are_counted_and_acknowledged_and_never_block_other_room
         assert (m["roompulse_dashboard_invalid_messages_total"], m["roompulse_dashboard_windows_stored_total"],
                 m["roompulse_dashboard_duplicates_total"]) == (1, 0, 0)
         assert "room-9" in {r["device_id"] for r in dash.json("/api/rooms")["rooms"]}
+        assert ("invalid message on roompulse/room-7/status dropped: payload: Invalid JSON: recursion limit "
+                "exceeded") in "".join(dash.errors)
+        assert all(len(line) < 1000 for line in dash.errors)
     finally:
         client.disconnect()
         client.loop_stop()
