@@ -419,8 +419,14 @@ def unknown_variables(env_file: Path | None = None) -> list[str]:
 
 def env_file_in_force(env_file: Path | None) -> Path | None:
     """The env file that is read: ``env_file`` when given, else :data:`DEFAULT_ENV_FILE` when it
-    exists, else None (settings from the environment and defaults only)."""
+    exists, else None (settings from the environment and defaults only).
+
+    Raises:
+        ConfigError: ``env_file`` was given and does not exist.
+    """
     if env_file is not None:
+        if not Path(env_file).is_file():
+            raise ConfigError(f"env file {env_file} does not exist")
         return env_file
     return DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
 
@@ -462,8 +468,6 @@ def load_settings(env_file: Path | None = None, **overrides) -> Settings:
         ConfigError: naming every invalid variable and what it accepts; or the env file
             given does not exist.
     """
-    if env_file is not None and not Path(env_file).is_file():
-        raise ConfigError(f"env file {env_file} does not exist")
     env_file = env_file_in_force(env_file)
     values = env_file_values(env_file, {ENV_PREFIX + name.upper(): name for name in Settings.model_fields})
     try:

@@ -412,7 +412,6 @@ def run_doctor(env_file: Path | None, out: TextIO, overrides: dict | None = None
     """
     from device.config import env_file_in_force, load_settings, unknown_variables
 
-    used = env_file_in_force(env_file)
     checks: list[Check] = []
 
     def emit(new: list[Check] | Check) -> None:
@@ -420,7 +419,9 @@ def run_doctor(env_file: Path | None, out: TextIO, overrides: dict | None = None
             checks.append(check)
             print(check.line(), file=out, flush=True)
 
-    if env_file is not None and not Path(env_file).is_file():
+    try:
+        used = env_file_in_force(env_file)
+    except ConfigError:
         emit(Check(FAIL, "env file", f"{env_file} does not exist", "give the path of the env file"))
         return EX_CONFIG
     emit(check_env_file(used))

@@ -186,8 +186,6 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
             be read; or the server would listen on a network address with neither
             ``ROOMPULSE_DASHBOARD_PASSWORD`` nor ``ROOMPULSE_DASHBOARD_TOKEN`` set.
     """
-    if env_file is not None and not Path(env_file).is_file():
-        raise ConfigError(f"env file {env_file} does not exist")
     env_file = env_file_in_force(env_file)
     problems: list[str] = []
     broker = dashboard = None
@@ -215,8 +213,8 @@ def load(env_file: Path | None = None, listen: str | None = None) -> Config:
 
 
 def unknown_variables(env_file: Path | None = None) -> list[str]:
-    """``ROOMPULSE_DASHBOARD_*`` names in the environment or env file that no dashboard setting reads."""
-    env_file = env_file_in_force(env_file)
+    """``ROOMPULSE_DASHBOARD_*`` names in the environment or ``env_file`` (the env file in force,
+    :func:`device.config.env_file_in_force`; None for none) that no dashboard setting reads."""
     known = {DASHBOARD_PREFIX + name.upper() for name in DashboardSettings.model_fields}
     names = set(os.environ) | (set(read_env_file(env_file)) if env_file else set())
     return sorted(n for n in names if n.upper().startswith(DASHBOARD_PREFIX) and n.upper() not in known)
