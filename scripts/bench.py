@@ -226,6 +226,16 @@ def camera_peak_rss(size: tuple[int, int], scratch: Path, seconds: float = 10.0)
         stopper.cancel()
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak RSS so far of process ``pid`` in MB: ``VmHWM`` from its /proc status.
+
+    Raises:
+        OSError: no such process; IndexError: it has no memory (a zombie).
+    """
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
 def wait_peak_rss(proc: subprocess.Popen) -> float:
     """Wait for ``proc`` to exit, polling its ``VmHWM`` every 50 ms; its peak RSS in MB.
 
@@ -234,8 +244,7 @@ def wait_peak_rss(proc: subprocess.Popen) -> float:
     peak = 0.0
     while proc.poll() is None:
         try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak = max(peak, int(status.split("VmHWM:")[1].split()[0]) / 1024)
+            peak = max(peak, peak_rss_mb(proc.pid))
         except (OSError, IndexError):
             pass
         time.sleep(0.05)

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 
@@ -25,6 +26,9 @@ from device.state import StateStore
 from device.systemd_notify import Notifier
 from mqtt_helpers import Recorder, ServiceProcess
 from test_watchdog import NotifySocket
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench import peak_rss_mb  # noqa: E402  (the benchmark's RSS probe)
 
 WATCHDOG_USEC = 1_000_000
 
@@ -176,11 +180,7 @@ def test_a_huge_message_on_a_subscribed_topic_never_reaches_the_unit(tmp_path):
         recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= 5, 60)
         time.sleep(1.0)
 
-        def peak_mb() -> float:
-            status = open(f"/proc/{service.proc.pid}/status").read()
-            return int(status.split("VmHWM:")[1].split()[0]) / 1024
-
-        before = peak_mb()
+        before = peak_rss_mb(service.proc.pid)
         sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flooder")
         sender.connect("127.0.0.1", broker.port)
         sender.loop_start()
@@ -189,7 +189,7 @@ def test_a_huge_message_on_a_subscribed_topic_never_reaches_the_unit(tmp_path):
         sender.loop_stop()
         count = len(recorder.on("roompulse/test-room/engagement"))
         recorder.wait_for("roompulse/test-room/engagement", lambda p: len(p) >= count + 5, 30)
-        after = peak_mb()
+        after = peak_rss_mb(service.proc.pid)
     finally:
         rc = service.stop()
         recorder.close()

@@ -72,6 +72,8 @@ def test_stopping_a_live_source_ends_the_last_window_now(tmp_path):
     windows then overlapped)."""
     from datetime import datetime, timezone
 
+    from device.payloads import parse_utc
+
     env = clean_env(ROOMPULSE_WINDOW_S="20", ROOMPULSE_MIN_GROUP_SIZE="3", ROOMPULSE_SOURCE_LOOP="true",
                     ROOMPULSE_STATE_DIR=str(tmp_path / "state"))
     service = ServiceProcess(env, "--source", str(CLASSROOM), cwd=ROOT)
@@ -80,8 +82,7 @@ def test_stopping_a_live_source_ends_the_last_window_now(tmp_path):
     stopped = datetime.now(timezone.utc)
     assert service.stop() == 0
     window = json.loads(service.lines[-1])
-    end = datetime.fromisoformat(window["window_end"].replace("Z", "+00:00"))
-    start = datetime.fromisoformat(window["window_start"].replace("Z", "+00:00"))
+    end, start = parse_utc(window["window_end"]), parse_utc(window["window_start"])
     print(f"\nFIGURE live stop: window {window['window_start']} .. {window['window_end']}, stopped at {stopped:%H:%M:%S}")
     assert (end - stopped).total_seconds() <= 1.0 and (end - start).total_seconds() < 10
 
