@@ -52,7 +52,8 @@ def fleet_window(unit: int, seq: int) -> Engagement:
                   score)
 
 
-def _client(port: int, client_id: str, will_topic: str | None = None, inflight: int = 20) -> mqtt.Client:
+def mqtt_client(port: int, client_id: str, will_topic: str | None = None, inflight: int = 20) -> mqtt.Client:
+    """An MQTT v5 client of the broker on 127.0.0.1:``port``, connected, its network loop running."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(inflight)
     client.max_queued_messages_set(0)
@@ -67,7 +68,7 @@ def unit_main(port: int, device_id: str) -> None:
     """One unit: online + running, then each stdin line (an engagement JSON) published with QoS 1;
     prints ``acked <seq>`` after each PUBACK. Last Will: ``offline`` on ``<prefix>/availability``."""
     prefix = f"roompulse/{device_id}"
-    client = _client(port, f"roompulse-{device_id}", f"{prefix}/availability")
+    client = mqtt_client(port, f"roompulse-{device_id}", f"{prefix}/availability")
     client.publish(f"{prefix}/availability", "online", qos=1, retain=True).wait_for_publish(10)
     status = {"schema": "roompulse.status/1", "state": "running", "paused": False, "accelerator": "cpu"}
     client.publish(f"{prefix}/status", json.dumps(status), qos=1, retain=True).wait_for_publish(10)
@@ -83,7 +84,7 @@ def fleet_main(port: int, first: int, count: int, rate: float, seconds: float, o
     """Units ``first``..``first+count-1`` on one client: ``rate`` windows per second for ``seconds``,
     round-robin over the units. Writes ``{"sent": [[device_id, seq, publish_time_s], ...]}`` to
     ``out`` once every window is acknowledged."""
-    client = _client(port, f"sim-fleet-{first}", inflight=200)
+    client = mqtt_client(port, f"sim-fleet-{first}", inflight=200)
     sent: list[tuple[str, int, float]] = []
     infos = []
     total = int(rate * seconds)

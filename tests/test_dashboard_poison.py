@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from conftest import Broker, free_port
-from dashboard_helpers import T0, Dashboard, dashboard_env, window
+from dashboard_helpers import T0, Dashboard, dashboard_env, mqtt_client, window
 from device.dashboard.store import Store, Window
 
 
@@ -21,13 +21,6 @@ def metrics(dash: Dashboard) -> dict[str, float]:
     text = dash.get("/metrics")[2].decode()
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line and not line.startswith("#")}
-
-
-def publisher(port: int) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="poison-publisher", protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
 
 
 def publish(client: mqtt.Client, topic: str, payload: str | bytes, retain: bool = False) -> None:
@@ -50,7 +43,7 @@ def test_poison_messages_are_counted_and_acknowledged_and_never_block_other_room
     http = free_port()
     dash = Dashboard(env, http).wait_ready()
     assert dash.stop() == 0  # the broker now keeps the session and queues for it
-    client = publisher(broker.port)
+    client = mqtt_client(broker.port, "poison-publisher")
     try:
         room7 = good("room-7")
         poison = [
@@ -109,7 +102,7 @@ def test_poison_messages_are_counted_and_acknowledged_and_never_block_other_room
 def test_window_is_accepted_only_from_its_own_devices_topic(broker, tmp_path):
     db = tmp_path / "history.db"
     dash = Dashboard(dashboard_env(broker.port, db), free_port()).wait_ready()
-    client = publisher(broker.port)
+    client = mqtt_client(broker.port, "poison-publisher")
     try:
         publish(client, "roompulse/room-8/engagement", json.dumps(good("room-8", 4)))
         # another publisher speaks for room-8 (a window in 2099 would pin its tile), room-8 for room-9
@@ -133,7 +126,7 @@ def test_window_is_accepted_only_from_its_own_devices_topic(broker, tmp_path):
 
 def test_long_topic_and_payload_are_cut_in_the_log(broker, tmp_path):
     dash = Dashboard(dashboard_env(broker.port, tmp_path / "history.db"), free_port()).wait_ready()
-    client = publisher(broker.port)
+    client = mqtt_client(broker.port, "poison-publisher")
     try:
         long_id = "x" * 60000
         publish(client, f"roompulse/{long_id}/engagement", "{")
